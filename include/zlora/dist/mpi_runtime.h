@@ -1,0 +1,42 @@
+// RAII ownership of the MPI library for one process: MPI_Init_thread on construction, MPI_Finalize on
+// destruction. World rank/size come from MPI (mpirun, or Slurm `srun --mpi=pmix`); the node-local rank
+// from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED), which selects this rank's GPU.
+#pragma once
+
+#include <mpi.h>
+
+#include <string>
+
+namespace zlora::dist {
+
+class MpiRuntime {
+ public:
+  MpiRuntime(int* argc, char*** argv);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  MPI_Comm world() const { return MPI_COMM_WORLD; }
+
+  // Ends the whole job after a failure on this rank, printing `message` once: rank 0 prints and aborts
+  // at once; another rank waits a moment first, so that when every rank fails alike rank 0's abort
+  // wins, and when it fails alone its own message (with its rank) is the one printed.
+  [[noreturn]] void fail_job(const std::string& message, int code) const;
+
+ private:
+  int rank_ = 0;
+  int size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  MPI_Comm local_ = MPI_COMM_NULL;
+};
+
+// The launcher's rank for this process before MPI is initialised (OpenMPI, PMIx, PMI, Slurm), 0 when
+// not launched by one: lets errors found before MPI_Init be printed by rank 0 only.
+int launcher_rank();
+
+}  // namespace zlora::dist

@@ -1,0 +1,114 @@
+// Reading assignments from YAML/JSON files and from argv.
+#include "zlora/config/load.h"
+
+#include "zlora/core/error.h"
+#include "zlora/core/text.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+
+namespace zlora::config {
+
+namespace {
+
+std::string where(const std::string& path, const YAML::Mark& m) {
+  return fmt::format("{}:{}:{}", path, m.line + 1, m.column + 1);
+}
+
+}  // namespace
+
+std::vector<Assignment> read_yaml_assignments(const std::string& path) {
+  if (!std::filesystem::exists(path)) fail("config file '{}' does not exist", path);
+  if (std::filesystem::is_directory(path)) fail("config file '{}' is a directory, expected a YAML or JSON file", path);
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    fail("config file {}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg);
+  }
+  std::vector<Assignment> out;
+  if (root.IsNull()) return out;  // an empty file sets nothing
+  if (!root.IsMap())
+    fail("config file '{}' must be a mapping of option names to values (key: value lines), found a {}", path,
+         root.IsSequence() ? "list" : "single value");
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    Assignment a;
+    a.key = key;
+    a.origin.where = where(path, kv.first.Mark());
+    if (v.IsNull()) {
+      a.value = "null";
+    } else if (v.IsScalar()) {
+      a.value = v.as<std::string>();
+    } else if (v.IsSequence()) {
+      std::vector<std::string> items;
+      for (const auto& item : v) {
+        if (!item.IsScalar()) fail("option '{}' ({}) must be a list of plain values", key, a.origin.where);
+        items.push_back(item.as<std::string>());
+      }
+      a.value = text::join(items, ",");
+      a.from_sequence = true;
+    } else {
+      fail("option '{}' ({}) has a nested mapping; options are flat `key: value` pairs", key, a.origin.where);
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+ArgvParts split_argv(const std::vector<std::string>& args, const std::function<bool(const std::string&)>& is_bool) {
+  ArgvParts parts;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (text::starts_with(arg, "--")) {
+      std::string key = arg.substr(2);
+      std::string value;
+      bool have_value = false;
+      if (auto eq = key.find('='); eq != std::string::npos) {
+        value = key.substr(eq + 1);
+        key = key.substr(0, eq);
+        have_value = true;
+      }
+      if (key.empty()) fail("empty option name in argument '{}'", arg);
+      Assignment a;
+      a.key = key;
+      a.origin.where = "flag --" + key;
+      if (!have_value) {
+        bool next_is_value = i + 1 < args.size() && !text::starts_with(args[i + 1], "--");
+        if (is_bool(key)) {
+          // `--bf16` alone means true; `--bf16 True` / `--bf16 false` give the value (argparse nargs='?').
+          if (next_is_value) {
+            value = args[++i];
+          } else {
+            value = "true";
+          }
+        } else {
+          if (!next_is_value) fail("option '--{}' needs a value", key);
+          value = args[++i];
+        }
+      }
+      a.value = value;
+      parts.assignments.push_back(std::move(a));
+    } else if (i == 0 &&
+               (text::ends_with(arg, ".yaml") || text::ends_with(arg, ".yml") || text::ends_with(arg, ".json"))) {
+      parts.config_file = arg;
+    } else if (auto eq = arg.find('='); eq != std::string::npos && eq > 0) {
+      // LLaMA-Factory's OmegaConf-style override after a config file: key=value.
+      Assignment a;
+      a.key = arg.substr(0, eq);
+      a.value = arg.substr(eq + 1);
+      a.origin.where = "argument " + arg;
+      parts.assignments.push_back(std::move(a));
+    } else {
+      fail(
+          "unexpected argument '{}': expected a config file (.yaml/.yml/.json) first, then --key value or "
+          "key=value pairs",
+          arg);
+    }
+  }
+  return parts;
+}
+
+}  // namespace zlora::config

@@ -1,0 +1,144 @@
+// Cross-option validation, in one place per command, and the loaders that end with it.
+#include "zlora/config/load.h"
+
+#include "zlora/core/error.h"
+#include "zlora/core/text.h"
+
+#include <cmath>
+
+namespace zlora::config {
+
+namespace {
+
+template <typename T>
+bool was_set(const Resolved<T>& r, const std::string& key) {
+  return r.origins.count(key) > 0;
+}
+
+template <typename T>
+std::string origin_of(const Resolved<T>& r, const std::string& key) {
+  auto it = r.origins.find(key);
+  return it == r.origins.end() ? std::string("default") : it->second.where;
+}
+
+void validate_model(const ModelArgs& m, const char* command) {
+  if (m.model_name_or_path.empty())
+    fail("model_name_or_path is not set: `zlora {}` needs --model_name_or_path <HF model directory>", command);
+}
+
+void validate_template(const std::optional<std::string>& t) {
+  if (t && t->empty()) fail("option 'template' is empty; name a template such as qwen, llama3, chatml or default");
+}
+
+}  // namespace
+
+void validate(Resolved<TrainConfig>& r) {
+  TrainConfig& c = r.cfg;
+  validate_model(c.model, "train");
+  validate_template(c.data.template_name);
+  if (!c.lora.do_train)
+    fail("do_train is false ({}), but `zlora train` only trains; drop the option or set it to true",
+         origin_of(r, "do_train"));
+  if (c.training.bf16 && c.training.fp16)
+    fail("bf16 ({}) and fp16 ({}) are both true; choose one precision", origin_of(r, "bf16"), origin_of(r, "fp16"));
+  if (c.data.dataset.empty() && !c.data.tokenized_path)
+    fail(
+        "no training data: set --dataset (names in <dataset_dir>/dataset_info.json) or --tokenized_path "
+        "(an HDF5 store from `zlora prepare`)");
+  if (c.data.streaming)
+    fail("streaming is true ({}), but zlora reads a prepared HDF5 token store; set it to false",
+         origin_of(r, "streaming"));
+  if (c.lora.lora_target.empty()) fail("lora_target is empty; name modules (e.g. q_proj,v_proj) or `all`");
+  for (const auto& t : c.lora.lora_target)
+    if (t == "all" && c.lora.lora_target.size() > 1)
+      fail("lora_target mixes `all` with module names ({}); use one or the other",
+           join_option_list(c.lora.lora_target));
+  if (!c.lora.lora_alpha) c.lora.lora_alpha = 2.0 * static_cast<double>(c.lora.lora_rank);
+  if (c.training.max_steps <= 0 && c.training.num_train_epochs <= 0)
+    fail("nothing to train: max_steps is {} and num_train_epochs is {}; set one of them above 0", c.training.max_steps,
+         format_double(c.training.num_train_epochs));
+  if (c.training.warmup_steps > 0 && c.training.warmup_steps < 1 && c.training.warmup_ratio > 0)
+    fail("warmup_steps {} is a ratio (< 1) and warmup_ratio {} is set too; give one of them",
+         format_double(c.training.warmup_steps), format_double(c.training.warmup_ratio));
+  if (c.training.warmup_steps >= 1 && c.training.warmup_steps != std::floor(c.training.warmup_steps))
+    fail("warmup_steps {} ({}) must be a whole number of steps, or a ratio below 1",
+         format_double(c.training.warmup_steps), origin_of(r, "warmup_steps"));
+  for (const auto& rt : c.training.report_to)
+    if (rt != "none")
+      r.warnings.push_back(
+          fmt::format("report_to {} is not supported and is ignored: zlora logs to stdout and "
+                      "<output_dir>/trainer_log.jsonl",
+                      rt));
+  if (c.model.trust_remote_code)
+    r.warnings.push_back(
+        "trust_remote_code is accepted but has no effect: zlora never runs code from a model "
+        "directory");
+  if (c.dist.offload_optimizer != "none" && c.dist.zero_stage == 0)
+    fail("offload_optimizer {} ({}) needs zero_stage 1, 2 or 3 (it is 0, {})", c.dist.offload_optimizer,
+         origin_of(r, "offload_optimizer"), origin_of(r, "zero_stage"));
+  if (c.training.disable_gradient_checkpointing) c.training.gradient_checkpointing = false;
+  if (c.training.output_dir.empty()) fail("output_dir is empty; name a directory for logs and checkpoints");
+}
+
+void validate(Resolved<PrepareConfig>& r) {
+  PrepareConfig& c = r.cfg;
+  validate_template(c.data.template_name);
+  if (c.data.dataset.empty())
+    fail("no dataset: `zlora prepare` needs --dataset NAME[,NAME...] defined in <dataset_dir>/dataset_info.json");
+  if (c.tokenizer.empty()) fail("no tokenizer: `zlora prepare` needs --tokenizer <model directory or tokenizer.json>");
+  if (c.output.empty()) fail("output is empty; name the HDF5 file to write (e.g. --output data.h5)");
+  if (c.data.streaming) fail("streaming must be false for `zlora prepare`");
+}
+
+void validate(Resolved<ExportConfig>& r) {
+  ExportConfig& c = r.cfg;
+  validate_model(c.model, "export");
+  validate_template(c.template_name);
+  if (c.export_dir.empty()) fail("Please specify `export_dir` to save model (--export_dir DIR).");
+  if (c.export_legacy_format)
+    fail(
+        "export_legacy_format is true ({}): that would write pickle .bin files, which zlora never writes; set it "
+        "to false for safetensors",
+        origin_of(r, "export_legacy_format"));
+  if (c.model.trust_remote_code)
+    r.warnings.push_back(
+        "trust_remote_code is accepted but has no effect: zlora never runs code from a model "
+        "directory");
+  if (c.export_device != "cpu")
+    r.warnings.push_back(
+        fmt::format("export_device {}: zlora merges one shard at a time on the CPU; the setting "
+                    "changes nothing",
+                    c.export_device));
+}
+
+void validate(Resolved<GenerateConfig>& r) {
+  validate_model(r.cfg.model, "generate");
+  validate_template(r.cfg.template_name);
+}
+
+Resolved<TrainConfig> load_train_config(const std::vector<std::string>& args) {
+  Resolved<TrainConfig> r = parse(train_schema(), args);
+  if (r.cfg.dist.deepspeed) apply_deepspeed_json(r, *r.cfg.dist.deepspeed);
+  validate(r);
+  return r;
+}
+
+Resolved<PrepareConfig> load_prepare_config(const std::vector<std::string>& args) {
+  Resolved<PrepareConfig> r = parse(prepare_schema(), args);
+  validate(r);
+  return r;
+}
+
+Resolved<ExportConfig> load_export_config(const std::vector<std::string>& args) {
+  Resolved<ExportConfig> r = parse(export_schema(), args);
+  validate(r);
+  return r;
+}
+
+Resolved<GenerateConfig> load_generate_config(const std::vector<std::string>& args) {
+  Resolved<GenerateConfig> r = parse(generate_schema(), args);
+  validate(r);
+  return r;
+}
+
+}  // namespace zlora::config

@@ -1,0 +1,46 @@
+#include "zlora/dist/mpi_runtime.h"
+
+#include "zlora/core/error.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+namespace zlora::dist {
+
+MpiRuntime::MpiRuntime(int* argc, char*** argv) {
+  int provided = 0;
+  // FUNNELED: only the main thread calls MPI; host-side helper threads (offloaded AdamW, I/O) do not.
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    fail("MPI_Init_thread failed; is the job launched with a working mpirun/srun?");
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local_);
+  MPI_Comm_rank(local_, &local_rank_);
+  MPI_Comm_size(local_, &local_size_);
+}
+
+MpiRuntime::~MpiRuntime() {
+  if (local_ != MPI_COMM_NULL) MPI_Comm_free(&local_);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+void MpiRuntime::fail_job(const std::string& message, int code) const {
+  if (rank_ != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  std::fprintf(stderr, "zlora: error (rank %d of %d): %s\n", rank_, size_, message.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::abort();
+}
+
+int launcher_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  }
+  return 0;
+}
+
+}  // namespace zlora::dist

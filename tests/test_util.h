@@ -1,0 +1,75 @@
+// Helpers shared by the test binaries: paths to ../shared and the source tree, temp dirs, running zlora.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace zlora::test {
+
+// Compiled in by tests/CMakeLists.txt.
+inline std::filesystem::path shared_dir() { return ZLORA_SHARED_DIR; }
+inline std::filesystem::path source_dir() { return ZLORA_SOURCE_DIR; }
+inline std::filesystem::path build_dir() { return ZLORA_BUILD_DIR; }
+inline std::filesystem::path zlora_bin() { return ZLORA_BIN; }
+
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+inline void write_file(const std::filesystem::path& p, const std::string& body) {
+  std::filesystem::create_directories(p.parent_path());
+  std::ofstream out(p, std::ios::binary);
+  out << body;
+}
+
+// A fresh directory under the system temp dir, removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "zlora-test-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct RunResult {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command line, capturing stdout+stderr.
+inline RunResult run_command(const std::string& cmd) {
+  RunResult r{0, {}};
+  // mpiexec refuses root unless told; CI containers run as root.
+  std::string full = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + cmd + " 2>&1";
+  FILE* p = popen(full.c_str(), "r");
+  if (!p) throw std::runtime_error("popen failed");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+// Runs the zlora binary with arguments (already shell-quoted where needed).
+inline RunResult run_zlora(const std::string& args) { return run_command(zlora_bin().string() + " " + args); }
+
+}  // namespace zlora::test
