@@ -30,3 +30,28 @@ TEST(Text, Suggestions) {
   EXPECT_EQ(nearest("zzzzzz", {"learning_rate", "lora_rank"}), "");
   EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
 }
+
+#include "test_util.h"
+#include "zlora/core/error.h"
+#include "zlora/core/fs.h"
+#include "zlora/core/sha256.h"
+
+TEST(Sha256, KnownVectors) {
+  EXPECT_EQ(zlora::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(zlora::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  std::string million(1000000, 'a');
+  EXPECT_EQ(zlora::sha256_hex(million), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(Fs, AtomicWriteReplacesAndLeavesNoTemp) {
+  zlora::test::TempDir dir;
+  auto p = dir / "f.json";
+  zlora::fs::write_file_atomic(p, "one");
+  zlora::fs::write_file_atomic(p, "two");
+  EXPECT_EQ(zlora::fs::read_file(p), "two");
+  int n = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir.path())) (void)e, ++n;
+  EXPECT_EQ(n, 1);
+  EXPECT_THROW(zlora::fs::write_file_atomic(dir / "missing" / "f", "x"), zlora::Error);
+  EXPECT_THROW(zlora::fs::read_file(dir / "nope"), zlora::Error);
+}

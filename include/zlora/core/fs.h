@@ -1,0 +1,27 @@
+// File-system helpers with the durability rules zlora's outputs follow: write to a temporary name in the
+// same directory, fsync, rename over the target, fsync the directory. A crash leaves either the old
+// file or the new one, never a half-written file under the final name.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace zlora::fs {
+
+// Atomically replaces `path` with `contents`.
+void write_file_atomic(const std::filesystem::path& path, std::string_view contents);
+
+// fsyncs a file or a directory (so a rename inside it is durable).
+void fsync_path(const std::filesystem::path& path);
+
+// Atomically renames `from` to `to` (same file system) and fsyncs the parent directory.
+void rename_durable(const std::filesystem::path& from, const std::filesystem::path& to);
+
+// Reads a whole file; throws zlora::Error naming the path and the reason.
+std::string read_file(const std::filesystem::path& path, size_t max_bytes = size_t(1) << 31);
+
+// A temporary sibling name for `path` unique to this process: "<name>.tmp.<pid>".
+std::filesystem::path temp_sibling(const std::filesystem::path& path);
+
+}  // namespace zlora::fs

@@ -1,0 +1,96 @@
+#include "zlora/core/fs.h"
+
+#include "zlora/core/error.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace zlora::fs {
+
+namespace {
+
+// An owned POSIX file descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_;
+};
+
+std::string errno_text() { return std::strerror(errno); }
+
+}  // namespace
+
+std::filesystem::path temp_sibling(const std::filesystem::path& path) {
+  return path.parent_path() / (path.filename().string() + ".tmp." + std::to_string(::getpid()));
+}
+
+void fsync_path(const std::filesystem::path& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) fail("cannot open '{}' to sync it: {}", path.string(), errno_text());
+  if (::fsync(fd.get()) != 0 && errno != EINVAL) fail("fsync of '{}' failed: {}", path.string(), errno_text());
+}
+
+void rename_durable(const std::filesystem::path& from, const std::filesystem::path& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    fail("cannot rename '{}' to '{}': {}", from.string(), to.string(), errno_text());
+  auto parent = to.parent_path().empty() ? std::filesystem::path(".") : to.parent_path();
+  fsync_path(parent);
+}
+
+void write_file_atomic(const std::filesystem::path& path, std::string_view contents) {
+  auto tmp = temp_sibling(path);
+  {
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (fd.get() < 0) fail("cannot create '{}': {}", tmp.string(), errno_text());
+    const char* p = contents.data();
+    size_t left = contents.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd.get(), p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        std::string why = errno_text();
+        ::unlink(tmp.c_str());
+        fail("cannot write '{}': {}", tmp.string(), why);
+      }
+      p += n, left -= static_cast<size_t>(n);
+    }
+    if (::fsync(fd.get()) != 0) {
+      std::string why = errno_text();
+      ::unlink(tmp.c_str());
+      fail("cannot sync '{}': {}", tmp.string(), why);
+    }
+  }
+  rename_durable(tmp, path);
+}
+
+std::string read_file(const std::filesystem::path& path, size_t max_bytes) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  if (ec) fail("cannot read '{}': {}", path.string(), ec.message());
+  if (size > max_bytes) fail("'{}' is {} bytes, more than the {} allowed", path.string(), size, max_bytes);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot open '{}'", path.string());
+  std::string out(size, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(size));
+  if (static_cast<size_t>(in.gcount()) != size) fail("short read of '{}'", path.string());
+  return out;
+}
+
+}  // namespace zlora::fs
