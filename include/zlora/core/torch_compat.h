@@ -1,0 +1,15 @@
+// The one place where LibTorch 1.13 (Debian, CPU) and 2.x (PyTorch wheels, CUDA) differ for zlora.
+// Code elsewhere uses these names instead of testing versions itself.
+#pragma once
+
+#include <torch/version.h>
+
+#define ZLORA_TORCH_AT_LEAST(major, minor) \
+  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+
+namespace zlora::compat {
+
+// True where at::Tensor::mT and at::_scaled_dot_product_* exist (2.0+).
+constexpr bool kHasSdpa = ZLORA_TORCH_AT_LEAST(2, 0);
+
+}  // namespace zlora::compat
