@@ -56,10 +56,11 @@ else()
   set(ZLORA_CUDA_ENABLED OFF)
 endif()
 
+# Architectures for zlora's own CUDA kernels, set per target (LibTorch's CMake resets
+# CMAKE_CUDA_ARCHITECTURES to OFF and drives its flags from TORCH_CUDA_ARCH_LIST instead; measured on the
+# GPU machine with PyTorch 2.11).
+set(ZLORA_CUDA_ARCHITECTURES "90a" CACHE STRING "CUDA architectures of zlora's kernels (Hopper: 90a)")
 if(ZLORA_CUDA_ENABLED)
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 90a)
-  endif()
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS $ENV{NCCL_INCLUDE_DIR} $ENV{NCCL_ROOT}/include ${CUDAToolkit_INCLUDE_DIRS} REQUIRED)
@@ -67,7 +68,7 @@ if(ZLORA_CUDA_ENABLED)
   add_library(zlora_nccl INTERFACE IMPORTED)
   target_include_directories(zlora_nccl INTERFACE ${NCCL_INCLUDE_DIR})
   target_link_libraries(zlora_nccl INTERFACE ${NCCL_LIBRARY} CUDA::cudart)
-  message(STATUS "zlora: CUDA on (LibTorch ${Torch_VERSION}, NCCL ${NCCL_LIBRARY}, arch ${CMAKE_CUDA_ARCHITECTURES})")
+  message(STATUS "zlora: CUDA on (LibTorch ${Torch_VERSION}, NCCL ${NCCL_LIBRARY}, kernels for ${ZLORA_CUDA_ARCHITECTURES})")
 else()
   message(STATUS "zlora: CUDA off (LibTorch ${Torch_VERSION} is a CPU build or ZLORA_WITH_CUDA=OFF)")
 endif()
