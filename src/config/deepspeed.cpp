@@ -7,13 +7,13 @@
 #include "zlora/config/load.h"
 
 #include "zlora/core/error.h"
+#include "zlora/core/fs.h"
 #include "zlora/core/text.h"
 
 #include <nlohmann/json.hpp>
 
-#include <fstream>
+#include <filesystem>
 #include <set>
-#include <sstream>
 
 namespace zlora::config {
 
@@ -63,12 +63,7 @@ struct DsContext {
   }
 };
 
-json read_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("DeepSpeed config '{}' cannot be opened (deepspeed option)", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string body = ss.str();
+json parse_json(const std::string& body, const std::string& path) {
   try {
     return json::parse(body);
   } catch (const json::parse_error& e) {
@@ -86,6 +81,15 @@ json read_json(const std::string& path) {
 
 void expect_object(const json& v, const std::string& path, const std::string& key) {
   if (!v.is_object()) fail("{}: '{}' must be a JSON object, got {}", path, key, v.dump());
+}
+
+// obj[key] as a string, `fallback` when absent; anything but a string is an error naming the key.
+std::string string_field(const json& obj, const char* key, const std::string& fallback, const std::string& path,
+                         const std::string& where) {
+  auto it = obj.find(key);
+  if (it == obj.end()) return fallback;
+  if (!it->is_string()) fail("{}: '{}.{}' must be a string, got {}", path, where, key, it->dump());
+  return it->get<std::string>();
 }
 
 void map_precision(DsContext& ds, const json& root) {
@@ -123,7 +127,7 @@ void map_precision(DsContext& ds, const json& root) {
 
 void map_optimizer(DsContext& ds, const json& opt) {
   expect_object(opt, ds.path, "optimizer");
-  std::string type = opt.value("type", std::string("AdamW"));
+  std::string type = string_field(opt, "type", "AdamW", ds.path, "optimizer");
   std::string t = text::lower(type);
   if (t != "adamw" && t != "adam")
     fail("{}: optimizer type '{}' is not supported; zlora trains LoRA with AdamW (type \"AdamW\")", ds.path, type);
@@ -155,7 +159,7 @@ void map_optimizer(DsContext& ds, const json& opt) {
 
 void map_scheduler(DsContext& ds, const json& sched) {
   expect_object(sched, ds.path, "scheduler");
-  std::string type = sched.value("type", std::string());
+  std::string type = string_field(sched, "type", "", ds.path, "scheduler");
   std::string mapped;
   if (type == "WarmupLR")
     mapped = "ds_warmup_lr";
@@ -253,7 +257,14 @@ void map_zero(DsContext& ds, const json& z) {
 }  // namespace
 
 void apply_deepspeed_json(Resolved<TrainConfig>& r, const std::string& path) {
-  json root = read_json(path);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    fail("DeepSpeed config '{}' (deepspeed option) does not exist or is not a file", path);
+  apply_deepspeed_json_text(r, fs::read_file(path, 16u << 20), path);
+}
+
+void apply_deepspeed_json_text(Resolved<TrainConfig>& r, const std::string& text, const std::string& path) {
+  json root = parse_json(text, path);
   if (!root.is_object()) fail("DeepSpeed config '{}' must be a JSON object", path);
   DsContext ds{r, path, {}};
   map_precision(ds, root);

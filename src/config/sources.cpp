@@ -2,6 +2,7 @@
 #include "zlora/config/load.h"
 
 #include "zlora/core/error.h"
+#include "zlora/core/fs.h"
 #include "zlora/core/text.h"
 
 #include <yaml-cpp/yaml.h>
@@ -21,9 +22,14 @@ std::string where(const std::string& path, const YAML::Mark& m) {
 std::vector<Assignment> read_yaml_assignments(const std::string& path) {
   if (!std::filesystem::exists(path)) fail("config file '{}' does not exist", path);
   if (std::filesystem::is_directory(path)) fail("config file '{}' is a directory, expected a YAML or JSON file", path);
+  // Config files are small; a larger one is a mistake (a dataset or weights passed by accident).
+  return parse_yaml_assignments(fs::read_file(path, 16u << 20), path);
+}
+
+std::vector<Assignment> parse_yaml_assignments(const std::string& text, const std::string& path) {
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     fail("config file {}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
@@ -33,6 +39,11 @@ std::vector<Assignment> read_yaml_assignments(const std::string& path) {
     fail("config file '{}' must be a mapping of option names to values (key: value lines), found a {}", path,
          root.IsSequence() ? "list" : "single value");
   for (const auto& kv : root) {
+    if (!kv.first.IsScalar())
+      fail("config file {}: option names must be plain words, found a {} as a key", where(path, kv.first.Mark()),
+           kv.first.IsSequence() ? "list"
+           : kv.first.IsMap()    ? "mapping"
+                                 : "null");
     std::string key = kv.first.as<std::string>();
     const YAML::Node& v = kv.second;
     Assignment a;

@@ -32,6 +32,8 @@ struct Resolved {
 
 // Reads a YAML (or JSON) mapping of options. Errors name the file, line and column.
 std::vector<Assignment> read_yaml_assignments(const std::string& path);
+// The same for text already in memory; `name` is used in messages (fuzzing, tests).
+std::vector<Assignment> parse_yaml_assignments(const std::string& text, const std::string& name);
 
 // Splits argv into an optional config file and assignments. `is_bool(key)` tells which keys may be
 // given without a value (`--bf16` alone means true).
@@ -70,6 +72,8 @@ void validate(Resolved<GenerateConfig>& r);
 // Maps a DeepSpeed JSON onto `r` (zero stage, offload, precision, optimizer, scheduler, batch sizes).
 // "auto" values keep zlora's; explicit values conflicting with a user-set option are errors.
 void apply_deepspeed_json(Resolved<TrainConfig>& r, const std::string& path);
+// The same for JSON text already in memory; `name` is used in messages.
+void apply_deepspeed_json_text(Resolved<TrainConfig>& r, const std::string& text, const std::string& name);
 
 // The resolved configuration as YAML, each value commented with its origin (--print_config).
 template <typename T>
