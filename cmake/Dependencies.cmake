@@ -11,6 +11,8 @@ find_package(fmt REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(PNG QUIET)
+# Unicode NFC normalisation for the tokenizer (HF tokenizers' NFC normalizer); no hand-rolled tables.
+find_package(ICU REQUIRED COMPONENTS uc)
 
 # MPI's C API from C++: skip OpenMPI's deprecated C++ bindings, which mpi.h otherwise drags in.
 add_library(zlora_mpi INTERFACE IMPORTED)

@@ -9,9 +9,10 @@ packages=(
   libhdf5-dev                           # HDF5 token store
   libyaml-cpp-dev nlohmann-json3-dev    # YAML configs, JSON
   libboost-program-options-dev          # CLI
-  libpcre2-dev                          # Unicode regex for the BPE pre-tokenizer
+  libpcre2-dev libicu-dev               # Unicode regex and NFC for the BPE tokenizer
   libspdlog-dev libfmt-dev              # logging
   libgtest-dev libgmock-dev             # tests
+  clang libclang-rt-dev                 # libFuzzer + sanitizers (tools/fuzz.sh)
   libpng-dev zlib1g-dev                 # loss plot PNG
 )
 missing=()
