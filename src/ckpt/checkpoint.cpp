@@ -1,0 +1,352 @@
+#include "zlora/ckpt/checkpoint.h"
+
+#include "zlora/core/error.h"
+#include "zlora/core/fs.h"
+#include "zlora/core/sha256.h"
+#include "zlora/core/text.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+namespace zlora::ckpt {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kFormat = "zlora-checkpoint";
+constexpr int kFormatVersion = 1;
+constexpr const char* kTmpSuffix = ".tmp";
+
+struct Comm {
+  MPI_Comm comm;
+  int rank = 0;
+  int size = 1;
+  explicit Comm(MPI_Comm c) : comm(c) {
+    if (comm != MPI_COMM_NULL) {
+      MPI_Comm_rank(comm, &rank);
+      MPI_Comm_size(comm, &size);
+    }
+  }
+  // Every rank learns whether every rank succeeded; a failing rank throws its own message, the others
+  // a pointer to it. Doubles as a barrier, which is what orders the protocol's phases.
+  void check(const std::string& local_error, const std::string& what) const {
+    int ok = local_error.empty() ? 1 : 0, all_ok = ok;
+    if (comm != MPI_COMM_NULL) MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm);
+    if (!ok) fail("{}", local_error);
+    if (!all_ok) fail("{}: failed on another rank (that rank prints the reason)", what);
+  }
+};
+
+template <typename F>
+std::string capture(F&& f) {
+  try {
+    f();
+    return {};
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    return msg.empty() ? "unknown error" : msg;
+  }
+}
+
+FileEntry entry_for(const stdfs::path& file) {
+  return {file.filename().string(), uint64_t(stdfs::file_size(file)), sha256_file(file.string())};
+}
+
+}  // namespace
+
+std::string checkpoint_dir_name(long long step) { return fmt::format("checkpoint-{}", step); }
+std::string rank_file_name(int rank) { return fmt::format("rank-{:05d}.bin", rank); }
+
+std::optional<long long> parse_checkpoint_step(const std::string& name) {
+  const std::string prefix = "checkpoint-";
+  if (!text::starts_with(name, prefix)) return std::nullopt;
+  long long step = 0;
+  if (!text::parse_int64(name.substr(prefix.size()), step) || step < 0) return std::nullopt;
+  if (name != checkpoint_dir_name(step)) return std::nullopt;  // "checkpoint-+5", "checkpoint-007"
+  return step;
+}
+
+json Manifest::to_json() const {
+  auto files_json = [](const std::vector<FileEntry>& v) {
+    json a = json::array();
+    for (const auto& f : v) a.push_back({{"name", f.name}, {"size", f.size}, {"sha256", f.sha256}});
+    return a;
+  };
+  return json{{"format", kFormat},
+              {"version", kFormatVersion},
+              {"step", step},
+              {"world_size", world_size},
+              {"rank_files", files_json(rank_files)},
+              {"files", files_json(files)},
+              {"zlora_version", zlora_version}};
+}
+
+Manifest Manifest::from_json(const json& j) {
+  Manifest m;
+  try {
+    ZLORA_REQUIRE(j.at("format").get<std::string>() == kFormat, "not a zlora checkpoint manifest (format '{}')",
+                  j.at("format").dump());
+    int version = j.at("version").get<int>();
+    ZLORA_REQUIRE(version == kFormatVersion, "manifest version {} is not supported by this zlora (reads {})", version,
+                  kFormatVersion);
+    m.step = j.at("step").get<long long>();
+    m.world_size = j.at("world_size").get<int>();
+    m.zlora_version = j.value("zlora_version", "");
+    auto read = [](const json& a, std::vector<FileEntry>& out) {
+      for (const auto& f : a) {
+        FileEntry e{f.at("name").get<std::string>(), f.at("size").get<uint64_t>(), f.at("sha256").get<std::string>()};
+        // Names come from the file; never let one point outside the checkpoint directory.
+        ZLORA_REQUIRE(!e.name.empty() && e.name.find('/') == std::string::npos && e.name != "." && e.name != "..",
+                      "manifest lists an invalid file name '{}'", e.name);
+        out.push_back(std::move(e));
+      }
+    };
+    read(j.at("rank_files"), m.rank_files);
+    read(j.at("files"), m.files);
+  } catch (const json::exception& e) {
+    fail("malformed checkpoint manifest: {}", e.what());
+  }
+  ZLORA_REQUIRE(m.world_size >= 1 && (int)m.rank_files.size() == m.world_size,
+                "manifest lists {} rank files for world size {}", m.rank_files.size(), m.world_size);
+  for (int r = 0; r < m.world_size; ++r)
+    ZLORA_REQUIRE(m.rank_files[r].name == rank_file_name(r), "manifest rank file {} is named '{}', expected '{}'", r,
+                  m.rank_files[r].name, rank_file_name(r));
+  return m;
+}
+
+stdfs::path save_checkpoint(const stdfs::path& output_dir, const SaveRequest& req, MPI_Comm mpi_comm) {
+  Comm comm(mpi_comm);
+  ZLORA_REQUIRE(req.step >= 0, "checkpoint step must be >= 0, got {}", req.step);
+  ZLORA_REQUIRE(!req.save_total_limit || *req.save_total_limit >= 1, "save_total_limit must be >= 1, got {}",
+                req.save_total_limit.value_or(0));
+  const std::string name = checkpoint_dir_name(req.step);
+  const stdfs::path final_dir = output_dir / name;
+  const stdfs::path tmp_dir = output_dir / (name + kTmpSuffix);
+  const std::string what = fmt::format("saving checkpoint {}", final_dir.string());
+
+  // Phase 1 (rank 0): a fresh temporary directory; a leftover from a crashed save of this step goes.
+  comm.check(comm.rank == 0 ? capture([&] {
+               stdfs::create_directories(output_dir);
+               stdfs::remove_all(tmp_dir);
+               stdfs::create_directory(tmp_dir);
+             })
+                            : std::string(),
+             what);
+
+  // Phase 2 (every rank): its payload under a temporary name, fsync, rename (fs::write_file_atomic).
+  FileEntry mine{rank_file_name(comm.rank), uint64_t(req.payload.size()), {}};
+  comm.check(capture([&] {
+               mine.sha256 = sha256_hex(req.payload);
+               fs::write_file_atomic(tmp_dir / mine.name, req.payload);
+             }),
+             what);
+
+  // Phase 3: rank 0 collects every rank's size and hash (the allreduce above ordered all writes first).
+  struct Wire {
+    uint64_t size;
+    char sha[64];
+  };
+  Wire w{mine.size, {}};
+  std::memcpy(w.sha, mine.sha256.data(), std::min<size_t>(64, mine.sha256.size()));
+  std::vector<Wire> all(size_t(comm.size));
+  if (mpi_comm != MPI_COMM_NULL)
+    MPI_Gather(&w, int(sizeof w), MPI_BYTE, all.data(), int(sizeof w), MPI_BYTE, 0, mpi_comm);
+  else
+    all[0] = w;
+
+  // Phase 4 (rank 0): its own files, trainer_state.json, the manifest LAST, rename, then `latest`.
+  std::string err;
+  if (comm.rank == 0) {
+    err = capture([&] {
+      Manifest m;
+      m.step = req.step;
+      m.world_size = comm.size;
+      m.zlora_version = ZLORA_VERSION;
+      for (int r = 0; r < comm.size; ++r)
+        m.rank_files.push_back({rank_file_name(r), all[r].size, std::string(all[r].sha, 64)});
+      if (req.rank0_files) req.rank0_files(tmp_dir);
+      if (!req.trainer_state_json.empty()) fs::write_file_atomic(tmp_dir / kTrainerStateName, req.trainer_state_json);
+      std::set<std::string> rank_names;
+      for (const auto& f : m.rank_files) rank_names.insert(f.name);
+      std::vector<stdfs::path> extra;
+      for (const auto& e : stdfs::directory_iterator(tmp_dir)) {
+        std::string fname = e.path().filename().string();
+        if (rank_names.count(fname) || fname == kManifestName) continue;
+        ZLORA_REQUIRE(e.is_regular_file(), "checkpoint files must be plain files; '{}' is not", e.path().string());
+        extra.push_back(e.path());
+      }
+      std::sort(extra.begin(), extra.end());
+      for (const auto& p : extra) {
+        fs::fsync_path(p);  // the callback's files may not have been synced by their writer
+        m.files.push_back(entry_for(p));
+      }
+      fs::write_file_atomic(tmp_dir / kManifestName, m.to_json().dump(2) + "\n");
+      fs::fsync_path(tmp_dir);
+      // Saving a step that already exists (a resumed run re-saving it) replaces the old directory.
+      if (stdfs::exists(final_dir)) stdfs::remove_all(final_dir);
+      fs::rename_durable(tmp_dir, final_dir);
+      fs::write_file_atomic(output_dir / kLatestName, name + "\n");
+      if (req.save_total_limit) prune_checkpoints(output_dir, *req.save_total_limit);
+    });
+  }
+  // No rank returns before the checkpoint is committed (or failed) on rank 0.
+  comm.check(err, what);
+  return final_dir;
+}
+
+std::optional<CheckpointInfo> verify_checkpoint(const stdfs::path& dir, bool deep, std::string* why) {
+  auto bad = [&](std::string reason) -> std::optional<CheckpointInfo> {
+    if (why) *why = std::move(reason);
+    return std::nullopt;
+  };
+  if (!stdfs::is_directory(dir)) return bad(fmt::format("'{}' is not a directory", dir.string()));
+  auto manifest_path = dir / kManifestName;
+  if (!stdfs::is_regular_file(manifest_path))
+    return bad(fmt::format("'{}' has no {} (the save did not finish)", dir.string(), kManifestName));
+  CheckpointInfo info;
+  info.dir = dir;
+  try {
+    json j = json::parse(fs::read_file(manifest_path));
+    info.manifest = Manifest::from_json(j);
+  } catch (const std::exception& e) {
+    return bad(fmt::format("'{}': {}", manifest_path.string(), e.what()));
+  }
+  std::vector<FileEntry> expected = info.manifest.rank_files;
+  expected.insert(expected.end(), info.manifest.files.begin(), info.manifest.files.end());
+  for (const auto& f : expected) {
+    auto p = dir / f.name;
+    std::error_code ec;
+    if (!stdfs::is_regular_file(p, ec)) return bad(fmt::format("'{}' is missing", p.string()));
+    uint64_t size = stdfs::file_size(p, ec);
+    if (ec || size != f.size)
+      return bad(fmt::format("'{}' has {} bytes, the manifest says {}", p.string(), size, f.size));
+    if (deep) {
+      std::string sha;
+      try {
+        sha = sha256_file(p.string());
+      } catch (const std::exception& e) {
+        return bad(e.what());
+      }
+      if (sha != f.sha256)
+        return bad(fmt::format("'{}' is damaged: sha256 {} differs from the manifest's {}", p.string(), sha, f.sha256));
+    }
+  }
+  return info;
+}
+
+std::vector<stdfs::path> list_checkpoint_dirs(const stdfs::path& output_dir) {
+  std::vector<std::pair<long long, stdfs::path>> found;
+  std::error_code ec;
+  if (!stdfs::is_directory(output_dir, ec)) return {};
+  for (const auto& e : stdfs::directory_iterator(output_dir)) {
+    if (!e.is_directory()) continue;
+    if (auto step = parse_checkpoint_step(e.path().filename().string())) found.emplace_back(*step, e.path());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<stdfs::path> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
+std::optional<CheckpointInfo> find_latest_checkpoint(const stdfs::path& output_dir) {
+  auto dirs = list_checkpoint_dirs(output_dir);
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it)
+    if (auto info = verify_checkpoint(*it, true)) return info;
+  return std::nullopt;
+}
+
+std::optional<std::string> read_latest_pointer(const stdfs::path& output_dir) {
+  auto p = output_dir / kLatestName;
+  if (!stdfs::is_regular_file(p)) return std::nullopt;
+  return text::trim(fs::read_file(p, 4096));
+}
+
+CheckpointInfo resolve_resume(const stdfs::path& output_dir, const std::string& arg) {
+  if (arg == "latest") {
+    auto info = find_latest_checkpoint(output_dir);
+    if (info) return *info;
+    auto dirs = list_checkpoint_dirs(output_dir);
+    std::string detail;
+    if (!dirs.empty()) {
+      std::string why;
+      verify_checkpoint(dirs.back(), true, &why);
+      detail = fmt::format("; the newest, {}, is incomplete: {}", dirs.back().filename().string(), why);
+    }
+    fail(
+        "--resume_from_checkpoint latest: no complete checkpoint in '{}' ({} checkpoint directories{}); start "
+        "without --resume_from_checkpoint to train from scratch",
+        output_dir.string(), dirs.size(), detail);
+  }
+  stdfs::path dir = arg;
+  std::string why;
+  auto info = verify_checkpoint(dir, true, &why);
+  if (!info)
+    fail(
+        "--resume_from_checkpoint {}: cannot resume from this checkpoint: {}; use --resume_from_checkpoint latest "
+        "to take the newest complete one",
+        arg, why);
+  return *info;
+}
+
+std::vector<stdfs::path> clean_stale(const stdfs::path& output_dir) {
+  std::vector<stdfs::path> removed;
+  std::error_code ec;
+  if (!stdfs::is_directory(output_dir, ec)) return removed;
+  for (const auto& e : stdfs::directory_iterator(output_dir)) {
+    std::string name = e.path().filename().string();
+    bool tmp_ckpt = e.is_directory() && text::starts_with(name, "checkpoint-") && text::ends_with(name, kTmpSuffix);
+    // fs::write_file_atomic's temporaries ("<name>.tmp.<pid>") of `latest` and the JSON logs.
+    bool tmp_file = e.is_regular_file() && name.find(".tmp.") != std::string::npos;
+    if (tmp_ckpt || tmp_file) {
+      stdfs::remove_all(e.path());
+      removed.push_back(e.path());
+    }
+  }
+  return removed;
+}
+
+std::vector<stdfs::path> prune_checkpoints(const stdfs::path& output_dir, long long limit) {
+  ZLORA_REQUIRE(limit >= 1, "save_total_limit must be >= 1, got {}", limit);
+  std::vector<stdfs::path> complete;
+  for (const auto& d : list_checkpoint_dirs(output_dir))
+    if (verify_checkpoint(d, false)) complete.push_back(d);
+  std::vector<stdfs::path> removed;
+  // Oldest first; the newest complete is never among the first size - limit (limit >= 1).
+  for (size_t i = 0; i + size_t(limit) < complete.size(); ++i) {
+    stdfs::remove_all(complete[i]);
+    removed.push_back(complete[i]);
+  }
+  if (!removed.empty()) fs::fsync_path(output_dir);
+  return removed;
+}
+
+ResumePayloads read_payloads(const CheckpointInfo& info, int rank, int world_size) {
+  ZLORA_REQUIRE(world_size >= 1 && rank >= 0 && rank < world_size, "read_payloads: rank {} outside world size {}", rank,
+                world_size);
+  ResumePayloads out;
+  out.saved_world_size = info.world_size();
+  out.same_world = info.world_size() == world_size;
+  auto read_one = [&](int r) {
+    const FileEntry& f = info.manifest.rank_files.at(size_t(r));
+    auto p = info.dir / f.name;
+    std::string bytes = fs::read_file(p, size_t(1) << 40);
+    std::string sha = sha256_hex(bytes);
+    ZLORA_REQUIRE(bytes.size() == f.size && sha == f.sha256,
+                  "'{}' changed since the checkpoint was written ({} bytes, sha256 {}; manifest: {} bytes, {})",
+                  p.string(), bytes.size(), sha, f.size, f.sha256);
+    return bytes;
+  };
+  if (out.same_world) {
+    out.payloads.push_back(read_one(rank));
+  } else {
+    for (int r = 0; r < info.world_size(); ++r) out.payloads.push_back(read_one(r));
+  }
+  return out;
+}
+
+}  // namespace zlora::ckpt
