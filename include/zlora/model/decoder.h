@@ -1,0 +1,94 @@
+// The decoder (Qwen2 / Llama / Mistral) in ATen + autograd, with Hugging Face's numerics:
+// RMSNorm in fp32 then weight * x.to(dtype), RoPE with rotate_half (theta, llama3 scaling), grouped-query
+// attention (q/k/v bias where the config has it), SwiGLU MLP, tied or untied lm_head.
+//
+// Input is always packed: samples concatenated without padding, positions restarting per sample, no
+// attention across samples (an "unpacked" batch is a pack of one sample). Frozen weights come from a
+// WeightStore unit by unit; frozen ops are custom autograd functions that re-acquire their weight in
+// backward, so only activations and LoRA tensors live between forward and backward.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "zlora/model/lora.h"
+#include "zlora/model/weights.h"
+
+namespace zlora::model {
+
+struct PackedBatch {
+  at::Tensor input_ids;             // [T] int64
+  at::Tensor position_ids;          // [T] int64, restarting at 0 per sample
+  at::Tensor targets;               // [T] int64: label of token t+1 of the same sample; -100 = no loss
+  std::vector<int64_t> cu_seqlens;  // n+1 offsets into T (host)
+  int64_t max_seqlen = 0;
+  int64_t num_targets = 0;  // targets != -100
+
+  int64_t num_tokens() const { return cu_seqlens.empty() ? 0 : cu_seqlens.back(); }
+  int64_t num_samples() const { return cu_seqlens.empty() ? 0 : int64_t(cu_seqlens.size()) - 1; }
+
+  // Packs samples given as the data module stores them: input_ids and *unshifted* labels (-100 = masked),
+  // same length per sample. Shifts labels inside each sample; empty samples are refused.
+  static PackedBatch from_samples(const std::vector<std::vector<int64_t>>& input_ids,
+                                  const std::vector<std::vector<int64_t>>& labels);
+};
+
+struct ForwardOptions {
+  bool training = false;     // LoRA dropout and NEFTune act only when training
+  double neftune_alpha = 0;  // NEFTune: uniform noise of magnitude alpha / sqrt(L * d) per sample; 0 = off
+  std::optional<at::Generator> generator;  // RNG for dropout and NEFTune (the default generator when unset)
+  int64_t loss_chunk_tokens = 1024;        // rows of logits alive at once in the loss
+};
+
+struct LossResult {
+  at::Tensor sum;     // fp32 scalar: sum of token cross-entropies over targets != -100 (differentiable)
+  int64_t count = 0;  // number of those targets
+};
+
+// Keys and values of the tokens decoded so far (one sequence), per layer [length, kv_heads, head_dim].
+struct KVCache {
+  std::vector<at::Tensor> k, v;
+  int64_t length = 0;
+};
+
+class Decoder {
+ public:
+  // `weights` (and `lora`, optional) must outlive the decoder and any autograd graph it builds.
+  Decoder(WeightStore& weights, const LoraAdapter* lora = nullptr);
+
+  const ModelConfig& config() const { return config_; }
+
+  // Sum of cross-entropies (fp32, chunked: [T, vocab] fp32 logits are never materialised) and the count.
+  LossResult loss(const PackedBatch& batch, const ForwardOptions& options = {}) const;
+  // Full logits [T, vocab] in fp32 (tests, evaluation of short inputs).
+  at::Tensor logits(const PackedBatch& batch, const ForwardOptions& options = {}) const;
+
+  // Incremental decoding of one sequence: feeds `ids` [n] at positions cache.length.., extends the cache,
+  // returns logits [n, vocab] fp32. Runs without autograd.
+  at::Tensor decode(const at::Tensor& ids, KVCache& cache) const;
+
+  // The rotary inverse frequencies [head_dim / 2] (fp32), llama3 scaling applied.
+  at::Tensor rope_inv_freq() const { return inv_freq_; }
+
+ private:
+  struct Attn;  // how a layer attends: packed (cu_seqlens) or against a KV cache
+  at::Tensor final_hidden(const PackedBatch& batch, const ForwardOptions& options) const;  // before the final norm
+  at::Tensor layer(const at::Tensor& x, int64_t layer, const UnitWeights& w, const at::Tensor& positions,
+                   const Attn& attn, const ForwardOptions& options) const;
+  at::Tensor linear(const at::Tensor& x, int64_t layer, const std::string& local, const UnitWeights& w,
+                    const ForwardOptions& options) const;
+  at::Tensor rms_norm(const at::Tensor& x, int64_t unit, const std::string& name, const UnitWeights& w) const;
+
+  WeightStore& weights_;
+  const LoraAdapter* lora_;
+  ModelConfig config_;
+  at::Tensor inv_freq_;
+};
+
+// HF's rotary frequencies for a config (fp32, on `device`).
+at::Tensor rope_inv_freq(const ModelConfig& config, at::Device device = at::kCPU);
+
+}  // namespace zlora::model

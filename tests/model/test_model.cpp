@@ -1,0 +1,478 @@
+// The decoder and LoRA (CPU, fp32) against goldens computed by transformers + PEFT (float64 reference,
+// tools/golden/model/make_goldens.py): logits, loss, LoRA gradients, a 5-step AdamW trajectory, on an
+// unpacked and a packed batch; plus the contracts the trainer and ZeRO rely on.
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+#include "zlora/core/error.h"
+#include "zlora/model/decoder.h"
+
+namespace zm = zlora::model;
+using zlora::test::TempDir;
+
+namespace {
+
+std::filesystem::path golden(const std::string& rel) { return zlora::test::source_dir() / "tests/golden/model" / rel; }
+
+template <typename Fn>
+void expect_error(Fn fn, std::initializer_list<std::string> parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a zlora::Error containing '" << *parts.begin() << "'";
+  } catch (const zlora::Error& e) {
+    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
+
+// ||a - b|| / ||b|| in float64.
+double rel_err(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor x = a.detach().to(at::kDouble), y = b.detach().to(at::kDouble);
+  EXPECT_EQ(x.sizes(), y.sizes());
+  return (x - y).norm().item<double>() / std::max(y.norm().item<double>(), 1e-300);
+}
+
+// One golden model: base weights, the PEFT adapter, the reference tensors and metadata.
+struct Golden {
+  std::string name;
+  zm::ModelConfig config;
+  std::unique_ptr<zm::ResidentWeightStore> store;
+  std::unique_ptr<zm::SafetensorsModel> ref;
+  nlohmann::json meta;
+
+  explicit Golden(const std::string& n) : name(n) {
+    config = zm::load_model_config(golden(n));
+    zm::SafetensorsModel weights(golden(n));
+    store = std::make_unique<zm::ResidentWeightStore>(config, weights, at::kCPU, at::kFloat);
+    ref = std::make_unique<zm::SafetensorsModel>(golden(n + "/reference.safetensors"));
+    meta = nlohmann::json::parse(zlora::test::read_file(golden(n + "/reference.json")));
+  }
+  at::Tensor tensor(const std::string& key) const { return zm::load_tensor(*ref, key, at::TensorOptions()); }
+  zm::LoraAdapter adapter() const { return zm::LoraAdapter::load(golden(name), config); }
+
+  // The batch's samples as the data module hands them over (input_ids, unshifted labels).
+  std::pair<std::vector<std::vector<int64_t>>, std::vector<std::vector<int64_t>>> samples(const std::string& b) const {
+    at::Tensor ids = tensor(b + ".input_ids"), labels = tensor(b + ".labels");
+    std::vector<std::vector<int64_t>> xs, ys;
+    int64_t off = 0;
+    for (int64_t len : meta["batches"][b]["lengths"].get<std::vector<int64_t>>()) {
+      auto x = ids.slice(0, off, off + len), y = labels.slice(0, off, off + len);
+      xs.emplace_back(x.data_ptr<int64_t>(), x.data_ptr<int64_t>() + len);
+      ys.emplace_back(y.data_ptr<int64_t>(), y.data_ptr<int64_t>() + len);
+      off += len;
+    }
+    return {xs, ys};
+  }
+  zm::PackedBatch batch(const std::string& b) const {
+    auto [xs, ys] = samples(b);
+    return zm::PackedBatch::from_samples(xs, ys);
+  }
+};
+
+const Golden& golden_model(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<Golden>> cache;  // loaded once per test binary
+  auto& g = cache[name];
+  if (!g) g = std::make_unique<Golden>(name);
+  return *g;
+}
+
+// torch.optim.AdamW (decoupled weight decay, bias correction), test-local: the real optimizer is zero's.
+struct AdamW {
+  double lr = 0, b1 = 0, b2 = 0, eps = 0, wd = 0;
+  std::vector<at::Tensor> m, v;
+  int64_t t = 0;
+  void step(const std::vector<at::Tensor>& params) {
+    if (m.empty())
+      for (const auto& p : params) {
+        m.push_back(at::zeros_like(p));
+        v.push_back(at::zeros_like(p));
+      }
+    ++t;
+    at::NoGradGuard ng;
+    for (size_t i = 0; i < params.size(); ++i) {
+      at::Tensor p = params[i], g = p.grad();
+      p.mul_(1 - lr * wd);
+      m[i].mul_(b1).add_(g, 1 - b1);
+      v[i].mul_(b2).addcmul_(g, g, 1 - b2);
+      const double bc1 = 1 - std::pow(b1, double(t)), bc2 = 1 - std::pow(b2, double(t));
+      at::Tensor denom = (v[i].sqrt() / std::sqrt(bc2)).add_(eps);
+      p.addcdiv_(m[i], denom, -lr / bc1);
+    }
+  }
+};
+
+class GoldenTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+}  // namespace
+
+TEST(Rope, InverseFrequenciesMatchTransformers) {
+  for (const char* name : {"qwen2", "llama"}) {
+    const Golden& g = golden_model(name);
+    at::Tensor mine = zm::rope_inv_freq(g.config), ref = g.tensor("rope_inv_freq");
+    EXPECT_LE(rel_err(mine, ref), 1e-6) << name;
+  }
+}
+
+TEST_P(GoldenTest, LogitsLossGradientsAndTrajectory) {
+  const auto& [model, bname] = GetParam();
+  const Golden& g = golden_model(model);
+  const auto& bm = g.meta["batches"][bname];
+  zm::PackedBatch batch = g.batch(bname);
+  ASSERT_EQ(batch.num_targets, bm["num_targets"].get<int64_t>());
+
+  // Base model (no adapter).
+  {
+    zm::Decoder base(*g.store);
+    at::NoGradGuard ng;
+    const double e = rel_err(base.logits(batch), g.tensor(bname + ".logits_base"));
+    EXPECT_LE(e, 1e-5);
+    auto loss = base.loss(batch);
+    const double ref = bm["loss_sum_base"].get<double>();
+    EXPECT_LE(std::abs(loss.sum.item<double>() - ref) / ref, 1e-6);
+    std::printf("[golden] %s/%s base: logits rel err %.3g, loss rel err %.3g\n", model.c_str(), bname.c_str(), e,
+                std::abs(loss.sum.item<double>() - ref) / ref);
+  }
+  // With the PEFT adapter as saved (B random): logits, loss, gradients of the mean loss.
+  zm::LoraAdapter lora = g.adapter();
+  zm::Decoder dec(*g.store, &lora);
+  {
+    at::NoGradGuard ng;
+    const double e = rel_err(dec.logits(batch), g.tensor(bname + ".logits_lora"));
+    EXPECT_LE(e, 1e-5);
+    std::printf("[golden] %s/%s lora: logits rel err %.3g\n", model.c_str(), bname.c_str(), e);
+  }
+  auto loss = dec.loss(batch);
+  const double ref_sum = bm["loss_sum"].get<double>();
+  const double loss_err = std::abs(loss.sum.item<double>() - ref_sum) / ref_sum;
+  EXPECT_LE(loss_err, 1e-6);
+  EXPECT_EQ(loss.count, bm["num_targets"].get<int64_t>());
+  (loss.sum / double(loss.count)).backward();
+  double worst = 0;
+  for (const auto& [n, p] : lora.named_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << n;
+    const double e = rel_err(p.grad(), g.tensor(bname + ".grad." + n));
+    EXPECT_LE(e, 1e-4) << n;
+    worst = std::max(worst, e);
+  }
+  std::printf("[golden] %s/%s lora: loss rel err %.3g, worst grad rel err %.3g\n", model.c_str(), bname.c_str(),
+              loss_err, worst);
+
+  // 5 AdamW steps from PEFT's init (stored A, B = 0), the same batch every step.
+  {
+    at::NoGradGuard ng;
+    for (const auto& [n, p] : lora.named_parameters()) p.copy_(g.tensor("init." + n));
+  }
+  const auto& adam = g.meta["adam"];
+  AdamW opt;
+  opt.lr = adam["lr"];
+  opt.b1 = adam["betas"][0];
+  opt.b2 = adam["betas"][1];
+  opt.eps = adam["eps"];
+  opt.wd = adam["weight_decay"];
+  const auto losses = bm["traj_losses"].get<std::vector<double>>();
+  double worst_traj = 0, worst_loss = 0;
+  for (int step = 1; step <= g.meta["steps"].get<int>(); ++step) {
+    for (auto& p : lora.parameters()) p.mutable_grad() = at::Tensor();
+    auto l = dec.loss(batch);
+    at::Tensor mean = l.sum / double(l.count);
+    mean.backward();
+    worst_loss = std::max(worst_loss, std::abs(mean.item<double>() - losses[step - 1]) / losses[step - 1]);
+    opt.step(lora.parameters());
+    if (step == 1 || step == 5)
+      for (const auto& [n, p] : lora.named_parameters()) {
+        const double e = rel_err(p, g.tensor(bname + ".traj" + std::to_string(step) + "." + n));
+        EXPECT_LE(e, 1e-4) << "step " << step << " " << n;
+        worst_traj = std::max(worst_traj, e);
+      }
+  }
+  EXPECT_LE(worst_loss, 1e-4);
+  std::printf("[golden] %s/%s trajectory: worst param rel err %.3g, worst loss rel err %.3g\n", model.c_str(),
+              bname.c_str(), worst_traj, worst_loss);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, GoldenTest,
+                         ::testing::Combine(::testing::Values("qwen2", "llama"),
+                                            ::testing::Values("unpacked", "packed")),
+                         [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+TEST(Packing, PackedEqualsSamplesOneByOne) {
+  for (const char* name : {"qwen2", "llama"}) {
+    const Golden& g = golden_model(name);
+    zm::LoraAdapter lora = g.adapter();
+    zm::Decoder dec(*g.store, &lora);
+    auto [xs, ys] = g.samples("packed");
+    zm::PackedBatch packed = zm::PackedBatch::from_samples(xs, ys);
+    EXPECT_EQ(packed.cu_seqlens, (std::vector<int64_t>{0, 9, 23, 29}));
+    EXPECT_EQ(packed.position_ids[9].item<int64_t>(), 0);  // restarts per sample
+    EXPECT_EQ(packed.targets[8].item<int64_t>(), -100);    // no target across the sample boundary
+    auto pl = dec.loss(packed);
+    pl.sum.backward();
+    std::vector<at::Tensor> packed_grads;
+    for (auto& p : lora.parameters()) {
+      packed_grads.push_back(p.grad().clone());
+      p.mutable_grad() = at::Tensor();
+    }
+    at::Tensor packed_logits = dec.logits(packed).detach();
+    double sum = 0;
+    int64_t count = 0;
+    std::vector<at::Tensor> logits;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      auto one = zm::PackedBatch::from_samples({xs[i]}, {ys[i]});
+      auto l = dec.loss(one);
+      l.sum.backward();  // gradients accumulate over the samples
+      sum += l.sum.item<double>();
+      count += l.count;
+      logits.push_back(dec.logits(one).detach());
+    }
+    EXPECT_EQ(count, pl.count);
+    EXPECT_LE(std::abs(sum - pl.sum.item<double>()) / sum, 1e-6) << name;
+    EXPECT_LE(rel_err(packed_logits, at::cat(logits, 0)), 1e-6) << name;
+    auto params = lora.parameters();
+    for (size_t i = 0; i < params.size(); ++i) EXPECT_LE(rel_err(packed_grads[i], params[i].grad()), 1e-5) << name;
+  }
+}
+
+TEST(Loss, ChunkingDoesNotChangeLossOrGradients) {
+  const Golden& g = golden_model("qwen2");
+  zm::LoraAdapter lora = g.adapter();
+  zm::Decoder dec(*g.store, &lora);
+  zm::PackedBatch batch = g.batch("packed");
+  std::vector<std::vector<at::Tensor>> grads;
+  std::vector<double> sums;
+  for (int64_t chunk : {1024, 5, 1}) {
+    zm::ForwardOptions o;
+    o.loss_chunk_tokens = chunk;
+    auto l = dec.loss(batch, o);
+    l.sum.backward();
+    sums.push_back(l.sum.item<double>());
+    grads.emplace_back();
+    for (auto& p : lora.parameters()) {
+      grads.back().push_back(p.grad().clone());
+      p.mutable_grad() = at::Tensor();
+    }
+  }
+  // And against cross-entropy of the full logits, computed the plain way.
+  at::Tensor logits = dec.logits(batch).detach();
+  at::Tensor plain = at::cross_entropy_loss(logits, batch.targets, {}, at::Reduction::Sum, -100);
+  for (size_t i = 0; i < sums.size(); ++i) {
+    EXPECT_LE(std::abs(sums[i] - plain.item<double>()) / sums[i], 1e-6);
+    for (size_t j = 0; j < grads[i].size(); ++j) EXPECT_LE(rel_err(grads[i][j], grads[0][j]), 1e-6);
+  }
+}
+
+TEST(WeightStore, AutogradHoldsNoFrozenWeightAndBackwardReacquires) {
+  const Golden& g = golden_model("llama");
+  zm::ResidentWeightStore& store = *g.store;
+  zm::LoraAdapter lora = g.adapter();
+  zm::Decoder dec(store, &lora);
+  const std::string wname = "model.layers.1.mlp.down_proj.weight";
+  auto use_count = [&] {
+    auto w = store.acquire(2);
+    const long n = w.get(wname).use_count();
+    store.release(2);
+    return n;
+  };
+  const long before = use_count();
+  std::vector<int64_t> acquired;
+  for (int64_t u = 0; u < g.config.num_units(); ++u) acquired.push_back(store.acquire_count(u));
+  {
+    auto l = dec.loss(g.batch("packed"));
+    for (int64_t u = 0; u < g.config.num_units(); ++u) EXPECT_EQ(store.held(u), 0) << "unit " << u;
+    EXPECT_EQ(use_count(), before) << "the graph keeps a reference to a frozen weight";
+    const int64_t after_forward = store.acquire_count(2);
+    l.sum.backward();
+    EXPECT_GT(store.acquire_count(2), after_forward) << "backward must re-acquire the layer's weights";
+    EXPECT_GT(store.acquire_count(g.config.num_hidden_layers + 1), acquired.back() + 1);  // lm_head in backward
+  }
+  for (int64_t u = 0; u < g.config.num_units(); ++u) EXPECT_EQ(store.held(u), 0) << "unit " << u;
+}
+
+TEST(WeightStore, MissingOrMisshapenTensorsAreErrors) {
+  const Golden& g = golden_model("qwen2");
+  zm::SafetensorsModel st(golden("qwen2"));
+  auto tensors = zm::load_tensors(st, st.names(), at::TensorOptions());
+  auto bad = tensors;
+  bad.erase("model.layers.1.self_attn.k_proj.bias");
+  expect_error([&] { zm::ResidentWeightStore s(g.config, bad, at::kCPU, at::kFloat); },
+               {"model.layers.1.self_attn.k_proj.bias", "missing"});
+  bad = tensors;
+  bad["model.layers.0.mlp.up_proj.weight"] = at::zeros({3, 3});
+  expect_error([&] { zm::ResidentWeightStore s(g.config, bad, at::kCPU, at::kFloat); },
+               {"model.layers.0.mlp.up_proj.weight", "config.json implies [80, 48]"});
+  zm::ModelConfig untied = golden_model("llama").config;
+  untied.tie_word_embeddings = false;
+  zm::SafetensorsModel llama(golden("llama"));
+  expect_error([&] { zm::ResidentWeightStore s(untied, llama, at::kCPU, at::kFloat); },
+               {"lm_head.weight", "tie_word_embeddings"});
+}
+
+TEST(TensorIo, SlicesConversionsAndRoundTrip) {
+  const Golden& g = golden_model("qwen2");
+  zm::SafetensorsModel st(golden("qwen2"));
+  const std::string n = "model.embed_tokens.weight";
+  at::Tensor full = zm::load_tensor(st, n, at::TensorOptions());
+  EXPECT_TRUE(at::equal(zm::load_rows(st, n, 10, 17, at::TensorOptions()), full.slice(0, 10, 17)));
+  EXPECT_TRUE(
+      at::equal(zm::load_flat_range(st, n, 100, 1000, at::TensorOptions()), full.reshape(-1).slice(0, 100, 1000)));
+  expect_error([&] { zm::load_rows(st, n, 90, 97, at::TensorOptions()); }, {"outside tensor", "96 rows"});
+  at::Tensor bf = zm::load_tensor(st, n, at::TensorOptions().dtype(at::kBFloat16));
+  EXPECT_TRUE(at::equal(bf, full.to(at::kBFloat16)));
+  TempDir dir;
+  at::Tensor ids = at::arange(5, at::kLong);
+  zm::save_tensors(dir / "t.safetensors", {{"bf", bf}, {"ids", ids}, {"h", full.to(at::kHalf)}});
+  zm::SafetensorsModel back(dir / "t.safetensors");
+  EXPECT_EQ(back.info("bf").dtype, zm::DType::kBF16);
+  EXPECT_TRUE(at::equal(zm::load_tensor(back, "bf", at::TensorOptions()), bf));
+  EXPECT_TRUE(at::equal(zm::load_tensor(back, "ids", at::TensorOptions()), ids));
+  EXPECT_TRUE(
+      at::equal(zm::load_tensor(back, "h", at::TensorOptions().dtype(at::kFloat)), full.to(at::kHalf).to(at::kFloat)));
+  (void)g;
+}
+
+TEST(Lora, PeftInitScalingAndNames) {
+  const Golden& g = golden_model("qwen2");
+  zm::LoraConfig c;
+  c.r = 4;
+  c.alpha = 8;
+  c.seed = 7;
+  auto a = zm::LoraAdapter::create(g.config, c);
+  EXPECT_EQ(a.modules().size(), 14u);  // 'all' = 7 linears x 2 layers, never lm_head
+  // Same PEFT names as the adapter PEFT itself saved for the same targets.
+  std::vector<std::string> mine, peft;
+  for (const auto& [n, t] : a.named_parameters()) mine.push_back(n);
+  zm::SafetensorsModel st(golden("qwen2/adapter_model.safetensors"));
+  EXPECT_EQ(mine, st.names());
+  EXPECT_EQ(mine.front(), "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight");
+  for (const auto& m : a.modules()) {
+    const double bound = 1.0 / std::sqrt(double(m.A.size(1)));
+    EXPECT_EQ(m.A.scalar_type(), at::kFloat);
+    EXPECT_TRUE(m.A.requires_grad() && m.B.requires_grad());
+    EXPECT_LE(m.A.abs().max().item<double>(), bound);
+    EXPECT_GT(m.A.abs().max().item<double>(), 0.5 * bound);
+    EXPECT_EQ(m.B.abs().max().item<double>(), 0.0);
+  }
+  // Uniform(-b, b) has std b / sqrt(3): checked over all of q_proj's A (in = 48).
+  at::Tensor qa = a.find(0, "self_attn.q_proj")->A;
+  EXPECT_NEAR(qa.std().item<double>(), (1.0 / std::sqrt(48.0)) / std::sqrt(3.0), 0.02);
+  auto same = zm::LoraAdapter::create(g.config, c);
+  EXPECT_TRUE(at::equal(same.find(1, "mlp.up_proj")->A, a.find(1, "mlp.up_proj")->A));
+  c.seed = 8;
+  EXPECT_FALSE(at::equal(zm::LoraAdapter::create(g.config, c).find(1, "mlp.up_proj")->A, a.find(1, "mlp.up_proj")->A));
+  EXPECT_DOUBLE_EQ(a.scaling(), 2.0);
+  c.use_rslora = true;
+  EXPECT_DOUBLE_EQ(c.scaling(), 4.0);
+  // The base weights never require grad.
+  auto w = g.store->acquire(1);
+  for (const auto& [n, t] : w.all()) EXPECT_FALSE(t.requires_grad()) << n;
+  g.store->release(1);
+}
+
+TEST(Lora, TargetsResolveLikePeftAndUnknownOnesListTheModules) {
+  const auto& c = golden_model("llama").config;
+  auto t = zm::resolve_lora_targets(c, {"q_proj", " v_proj"});
+  EXPECT_EQ(t, (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+                                         "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"}));
+  EXPECT_EQ(zm::resolve_lora_targets(c, {"mlp.down_proj"}).size(), 2u);
+  EXPECT_EQ(zm::resolve_lora_targets(c, {"model.layers.1.mlp.down_proj"}).size(), 1u);
+  // The seed's pitfall: GPT-2's c_attn on a Llama/Qwen model.
+  expect_error([&] { zm::resolve_lora_targets(c, {"c_attn"}); },
+               {"'c_attn' matches no module", "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"});
+  expect_error([&] { zm::resolve_lora_targets(c, {"q_proj", "qproj"}); }, {"'qproj'", "did you mean 'q_proj'"});
+  expect_error([&] { zm::resolve_lora_targets(c, {"lm_head"}); }, {"'lm_head' matches no module"});
+  zm::LoraConfig bad;
+  bad.r = 0;
+  expect_error([&] { zm::LoraAdapter::create(c, bad); }, {"lora_rank"});
+}
+
+TEST(Lora, AdapterFilesRoundTripInPeftLayout) {
+  const Golden& g = golden_model("llama");
+  zm::LoraAdapter peft = g.adapter();  // as PEFT wrote it: r 8, alpha 16, rsLoRA, q/v/down
+  EXPECT_EQ(peft.config().r, 8);
+  EXPECT_TRUE(peft.config().use_rslora);
+  EXPECT_DOUBLE_EQ(peft.scaling(), 16.0 / std::sqrt(8.0));
+  EXPECT_EQ(peft.modules().size(), 6u);
+  TempDir dir;
+  peft.save(dir.path(), "meta-llama/Llama-3.1-8B");
+  auto j = nlohmann::json::parse(zlora::test::read_file(dir / "adapter_config.json"));
+  EXPECT_EQ(j["peft_type"], "LORA");
+  EXPECT_EQ(j["task_type"], "CAUSAL_LM");
+  EXPECT_EQ(j["r"], 8);
+  EXPECT_EQ(j["lora_alpha"], 16);
+  EXPECT_EQ(j["bias"], "none");
+  EXPECT_EQ(j["fan_in_fan_out"], false);
+  EXPECT_EQ(j["use_rslora"], true);
+  EXPECT_EQ(j["base_model_name_or_path"], "meta-llama/Llama-3.1-8B");
+  EXPECT_TRUE(j["modules_to_save"].is_null());
+  EXPECT_EQ(j["target_modules"], (std::vector<std::string>{"down_proj", "q_proj", "v_proj"}));
+  zm::SafetensorsModel mine(dir / "adapter_model.safetensors"), theirs(golden("llama/adapter_model.safetensors"));
+  EXPECT_EQ(mine.names(), theirs.names());
+  auto back = zm::LoraAdapter::load(dir.path(), g.config);
+  auto p1 = peft.named_parameters(), p2 = back.named_parameters();
+  ASSERT_EQ(p1.size(), p2.size());
+  for (size_t i = 0; i < p1.size(); ++i) EXPECT_TRUE(at::equal(p1[i].second, p2[i].second)) << p1[i].first;
+  // Loading checks shapes against the model.
+  expect_error([&] { zm::LoraAdapter::load(golden("llama"), golden_model("qwen2").config); }, {"lora_A", "needs"});
+  expect_error([&] { zm::LoraAdapter::load(dir / "nothing", g.config); }, {"adapter_config.json", "not found"});
+}
+
+TEST(Lora, DropoutAndNeftuneOnlyWhileTraining) {
+  const Golden& g = golden_model("qwen2");
+  zm::LoraAdapter lora = g.adapter();
+  zm::Decoder plain(*g.store, &lora);
+  zm::PackedBatch batch = g.batch("packed");
+  at::NoGradGuard ng;
+  at::Tensor ref = plain.logits(batch);
+  zm::LoraConfig c = lora.config();
+  c.dropout = 0.5;
+  // Same tensors, a dropout rate: the eval path ignores it, training draws masks from the generator.
+  zm::LoraAdapter dropped = zm::LoraAdapter::create(g.config, c);
+  for (size_t i = 0; i < dropped.modules().size(); ++i) {
+    dropped.modules()[i].A.detach().copy_(lora.modules()[i].A);
+    dropped.modules()[i].B.detach().copy_(lora.modules()[i].B);
+  }
+  zm::Decoder dec(*g.store, &dropped);
+  EXPECT_LE(rel_err(dec.logits(batch), ref), 1e-6);
+  zm::ForwardOptions train;
+  train.training = true;
+  train.generator = at::detail::createCPUGenerator(1);
+  at::Tensor t1 = dec.logits(batch, train);
+  EXPECT_GT(rel_err(t1, ref), 1e-3);
+  train.generator = at::detail::createCPUGenerator(1);
+  EXPECT_TRUE(at::equal(dec.logits(batch, train), t1));  // deterministic from the generator
+  zm::ForwardOptions neft;
+  neft.neftune_alpha = 5;
+  EXPECT_TRUE(at::equal(plain.logits(batch, neft), ref));  // not training: no noise
+  neft.training = true;
+  EXPECT_GT(rel_err(plain.logits(batch, neft), ref), 1e-4);
+}
+
+TEST(Decode, KvCacheMatchesTheFullForward) {
+  for (const char* name : {"qwen2", "llama"}) {
+    const Golden& g = golden_model(name);
+    zm::LoraAdapter lora = g.adapter();
+    zm::Decoder dec(*g.store, &lora);
+    auto [xs, ys] = g.samples("unpacked");
+    at::NoGradGuard ng;
+    at::Tensor full = dec.logits(zm::PackedBatch::from_samples(xs, ys));
+    at::Tensor ids = at::tensor(at::ArrayRef<int64_t>(xs[0]), at::kLong);
+    zm::KVCache cache;
+    std::vector<at::Tensor> parts = {dec.decode(ids.slice(0, 0, 6), cache)};  // a prompt, then token by token
+    for (int64_t t = 6; t < ids.size(0); ++t) parts.push_back(dec.decode(ids.slice(0, t, t + 1), cache));
+    EXPECT_EQ(cache.length, ids.size(0));
+    EXPECT_LE(rel_err(at::cat(parts, 0), full), 1e-6) << name;
+  }
+}
+
+TEST(Decoder, BadBatchesAreErrors) {
+  const Golden& g = golden_model("qwen2");
+  zm::Decoder dec(*g.store);
+  expect_error([] { zm::PackedBatch::from_samples({{1, 2}}, {{1}}); }, {"2 input_ids but 1 labels"});
+  expect_error([] { zm::PackedBatch::from_samples({{}}, {{}}); }, {"empty"});
+  expect_error(
+      [&] {
+        dec.logits(zm::PackedBatch::from_samples({{1, 500}}, {{1, 500}}));
+      },
+      {"token id 500", "vocabulary"});
+  expect_error([&] { dec.loss(zm::PackedBatch::from_samples({{1, 5}}, {{1, 96}})); }, {"target id", "vocabulary"});
+}
