@@ -3,6 +3,8 @@
 #include "zlora/core/error.h"
 #include "zlora/train/schedule.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <numeric>
 
@@ -114,6 +116,55 @@ StepPlan StepPlanner::plan(SamplerPosition pos) const {
   p.num_real_micro_batches = (long long)p.micro_batches.size();
   p.micro_batches.resize(count);
   return p;
+}
+
+std::string StepPlanner::encode(SamplerPosition pos, long long seed, bool shuffle) const {
+  return nlohmann::json{{"epoch", pos.epoch},
+                        {"step_in_epoch", pos.step_in_epoch},
+                        {"num_samples", num_samples()},
+                        {"global_batch", global_batch_},
+                        {"steps_per_epoch", steps_per_epoch_},
+                        {"seed", seed},
+                        {"shuffle", shuffle}}
+      .dump();
+}
+
+SamplerPosition StepPlanner::decode(const std::string& text, long long seed, bool shuffle) const {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  ZLORA_REQUIRE(j.is_object(), "checkpoint sampler state is not JSON: '{}'", text.substr(0, 80));
+  SamplerPosition pos;
+  long long n = 0, g = 0, saved_seed = 0;
+  bool saved_shuffle = true;
+  try {
+    pos.epoch = j.at("epoch").get<long long>();
+    pos.step_in_epoch = j.at("step_in_epoch").get<long long>();
+    n = j.at("num_samples").get<long long>();
+    g = j.at("global_batch").get<long long>();
+    saved_seed = j.at("seed").get<long long>();
+    saved_shuffle = j.at("shuffle").get<bool>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint sampler state is incomplete: {}", e.what());
+  }
+  ZLORA_REQUIRE(n == num_samples(),
+                "the checkpoint was trained on {} samples, this run has {}: resume with the same token store", n,
+                num_samples());
+  ZLORA_REQUIRE(saved_seed == seed && saved_shuffle == shuffle,
+                "the checkpoint's sample order used seed {} (shuffling {}), this run seed {} (shuffling {}): "
+                "resume with the same --seed and --disable_shuffling",
+                saved_seed, saved_shuffle ? "on" : "off", seed, shuffle ? "on" : "off");
+  if (g != global_batch_) {
+    long long consumed = pos.step_in_epoch * g;
+    ZLORA_REQUIRE(consumed % global_batch_ == 0 && consumed / global_batch_ < steps_per_epoch_,
+                  "the checkpoint's global batch was {} samples, this run's is {} (per_device_train_batch_size x "
+                  "gradient_accumulation_steps x world size), and its position ({} samples into epoch {}) is not a "
+                  "whole number of this run's steps; resume with a global batch of {}",
+                  g, global_batch_, consumed, pos.epoch, g);
+    pos.step_in_epoch = consumed / global_batch_;
+  }
+  ZLORA_REQUIRE(pos.epoch >= 0 && pos.step_in_epoch >= 0 && pos.step_in_epoch < steps_per_epoch_,
+                "checkpoint sampler position (epoch {}, step {}) is outside this run's {} steps per epoch", pos.epoch,
+                pos.step_in_epoch, steps_per_epoch_);
+  return pos;
 }
 
 }  // namespace zlora::train

@@ -3,6 +3,7 @@
 // output-directory descriptor (pitfall 3) and the preemption flag.
 #include "test_util.h"
 #include "zlora/ckpt/checkpoint.h"
+#include "zlora/ckpt/payload.h"
 #include "zlora/ckpt/preempt.h"
 #include "zlora/ckpt/run_descriptor.h"
 #include "zlora/core/error.h"
@@ -387,4 +388,29 @@ TEST(Preemption, SignalsSetTheFlagAndHandlersAreRestored) {
   EXPECT_EQ(now.sa_handler, SIG_IGN);
   sigaction(SIGTERM, nullptr, &now);
   EXPECT_EQ(now.sa_handler, SIG_DFL);
+}
+
+TEST(Payload, SectionsRoundTripInTheDocumentedFormat) {
+  Payload p;
+  p.set("sampler", "{\"epoch\": 1}");
+  p.set("rng", std::string("\0\1\2", 3));
+  std::string blob = p.serialize();
+  // "ZLPAYLD1", count 2, then sections in name order: "rng" (3 bytes) first.
+  std::string expect("ZLPAYLD1", 8);
+  auto u64 = [](uint64_t v) {
+    std::string s;
+    for (int i = 0; i < 8; ++i) s.push_back(char((v >> (8 * i)) & 0xff));
+    return s;
+  };
+  expect +=
+      u64(2) + u64(3) + "rng" + u64(3) + std::string("\0\1\2", 3) + u64(7) + "sampler" + u64(12) + "{\"epoch\": 1}";
+  EXPECT_EQ(blob, expect);
+  Payload back = Payload::parse(blob);
+  EXPECT_EQ(back.get("rng"), std::string("\0\1\2", 3));
+  EXPECT_EQ(back.get("sampler"), "{\"epoch\": 1}");
+  std::string msg = expect_error([&] { back.get("zero"); });
+  EXPECT_NE(msg.find("no section 'zero' (present: rng, sampler)"), std::string::npos) << msg;
+  EXPECT_THROW(Payload::parse(blob.substr(0, blob.size() - 1)), zlora::Error);
+  EXPECT_THROW(Payload::parse(blob + "x"), zlora::Error);
+  EXPECT_THROW(Payload::parse("not a payload at all"), zlora::Error);
 }

@@ -4,6 +4,7 @@
 #include "zlora/train/step_plan.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <numeric>
@@ -235,4 +236,27 @@ TEST(StepPlan, BadInputsAreRefused) {
   EXPECT_EQ(resolve_micro_batch_tokens(0, 2, 1024), 2048);
   EXPECT_EQ(resolve_micro_batch_tokens(3000, 2, 1024), 3000);
   EXPECT_THROW(resolve_micro_batch_tokens(-1, 2, 1024), zlora::Error);
+}
+
+TEST(StepPlan, SamplerStateRoundTripsAndRefusesAnotherOrder) {
+  Data d = make_data(96, 7);
+  StepPlanner p = planner(d, 2, 6, 1, 0, 1024);  // G 12, 8 steps per epoch
+  std::string text = p.encode({1, 6}, 42, true);
+  auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["global_batch"], 12);
+  EXPECT_EQ(j["num_samples"], 96);
+  // Same G at another world size: the same position.
+  StepPlanner w3 = planner(d, 2, 2, 3, 1, 1024);
+  EXPECT_EQ(w3.decode(text, 42, true), (SamplerPosition{1, 6}));
+  // Another G: mapped by samples consumed (6 x 12 = 72 = 3 x 24), or refused when not whole.
+  StepPlanner g24 = planner(d, 4, 3, 2, 0, 1024);
+  EXPECT_EQ(g24.decode(text, 42, true), (SamplerPosition{1, 3}));
+  StepPlanner g16 = planner(d, 2, 4, 2, 0, 1024);
+  EXPECT_THROW(g16.decode(p.encode({1, 1}, 42, true), 42, true), zlora::Error);  // 12 samples: not 16k
+  EXPECT_THROW(p.decode(text, 43, true), zlora::Error);
+  EXPECT_THROW(p.decode(text, 42, false), zlora::Error);
+  StepPlanner other = planner(make_data(97, 7), 2, 6, 1, 0, 1024);
+  EXPECT_THROW(other.decode(text, 42, true), zlora::Error);
+  EXPECT_THROW(p.decode("{}", 42, true), zlora::Error);
+  EXPECT_THROW(p.decode("garbage", 42, true), zlora::Error);
 }

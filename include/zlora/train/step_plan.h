@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace zlora::train {
@@ -71,6 +72,14 @@ class StepPlanner {
   SamplerPosition next(SamplerPosition pos) const;
 
   StepPlan plan(SamplerPosition pos) const;
+
+  // The sampler section of a checkpoint payload: the position plus what fixes the order (sample count,
+  // global batch, seed, shuffle), as JSON text.
+  std::string encode(SamplerPosition pos, long long seed, bool shuffle) const;
+  // Reads encode()'s text for this planner. Throws zlora::Error when the order would differ (another
+  // dataset, seed or shuffling); a different global batch is mapped by samples consumed when that is a
+  // whole number of this run's steps, and refused otherwise.
+  SamplerPosition decode(const std::string& text, long long seed, bool shuffle) const;
 
  private:
   const std::vector<int64_t>& order_for(long long epoch) const;
