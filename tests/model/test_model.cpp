@@ -476,3 +476,61 @@ TEST(Decoder, BadBatchesAreErrors) {
       {"token id 500", "vocabulary"});
   expect_error([&] { dec.loss(zm::PackedBatch::from_samples({{1, 5}}, {{1, 96}})); }, {"target id", "vocabulary"});
 }
+
+// bf16 on the device this runs on (the GPU when LibTorch has one, else the CPU) against transformers in
+// bf16 on the same kind of device: the same casts (RMSNorm in fp32, cos/sin in bf16, softmax in fp32,
+// logits upcast for the loss) must land within bf16 rounding of HF's.
+TEST(Bf16, MatchesTransformersInBf16OnThisDevice) {
+  const bool cuda = at::hasCUDA();
+  const at::Device dev = cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const std::string tag = cuda ? "bf16_cuda" : "bf16_cpu";
+  for (const char* model : {"qwen2", "llama"}) {
+    const Golden& g = golden_model(model);
+    zm::SafetensorsModel st(golden(model));
+    zm::ResidentWeightStore store(g.config, st, dev, at::kBFloat16);
+    zm::LoraAdapter lora = zm::LoraAdapter::load(golden(model), g.config, dev);
+    zm::Decoder dec(store, &lora);
+    for (const char* bname : {"unpacked", "packed"}) {
+      zm::PackedBatch batch = g.batch(bname);
+      const auto& ref = g.meta["bf16"][cuda ? "cuda" : "cpu"][bname];
+      at::Tensor logits;
+      {
+        at::NoGradGuard ng;
+        logits = dec.logits(batch).cpu();
+      }
+      // bf16 rounding differs between kernels (LibTorch versions, CPU vs GPU), so two bf16 runs differ by
+      // bf16 noise; the yardstick is transformers' own bf16 error against the float64 reference.
+      const at::Tensor hf = g.tensor(tag + "." + bname + ".logits_lora");
+      const at::Tensor exact = g.tensor(std::string(bname) + ".logits_lora");
+      const double le = rel_err(logits, hf), mine = rel_err(logits, exact), theirs = rel_err(hf, exact);
+      auto loss = dec.loss(batch);
+      const double ref_sum = ref["loss_sum"].get<double>();
+      const double exact_sum = g.meta["batches"][bname]["loss_sum"].get<double>();
+      const double loss_err = std::abs(loss.sum.item<double>() - ref_sum) / ref_sum;
+      const double loss_mine = std::abs(loss.sum.item<double>() - exact_sum) / exact_sum;
+      const double loss_theirs = std::abs(ref_sum - exact_sum) / exact_sum;
+      (loss.sum / double(loss.count)).backward();
+      double worst = 0, worst_mine = 0, worst_theirs = 0;
+      for (const auto& [n, p] : lora.named_parameters()) {
+        const at::Tensor hf_grad = g.tensor(tag + "." + bname + ".grad." + n);
+        const at::Tensor exact_grad = g.tensor(std::string(bname) + ".grad." + n);
+        worst = std::max(worst, rel_err(p.grad().cpu(), hf_grad));
+        worst_mine = std::max(worst_mine, rel_err(p.grad().cpu(), exact_grad));
+        worst_theirs = std::max(worst_theirs, rel_err(hf_grad, exact_grad));
+        p.mutable_grad() = at::Tensor();
+      }
+      std::printf(
+          "[golden] %s %s/%s vs transformers bf16: logits %.3g, loss %.3g, grads %.3g | vs float64: "
+          "zlora logits %.3g loss %.3g grads %.3g, transformers logits %.3g loss %.3g grads %.3g\n",
+          tag.c_str(), model, bname, le, loss_err, worst, mine, loss_mine, worst_mine, theirs, loss_theirs,
+          worst_theirs);
+      EXPECT_LE(le, 3e-2) << model << " " << bname;
+      EXPECT_LE(loss_err, 5e-3) << model << " " << bname;
+      EXPECT_LE(worst, 1e-1) << model << " " << bname;
+      // No worse than transformers' own bf16 error, with slack of about half a bf16 epsilon (2^-8).
+      EXPECT_LE(mine, 2 * theirs + 4e-3) << model << " " << bname;
+      EXPECT_LE(loss_mine, 2 * loss_theirs + 4e-3) << model << " " << bname;
+      EXPECT_LE(worst_mine, 2 * worst_theirs + 2e-2) << model << " " << bname;
+    }
+  }
+}

@@ -22,6 +22,7 @@ Two batches per model: "unpacked" (one sample) and "packed" (three samples). The
 the samples run one by one through transformers and concatenated, which is exactly what packing with
 positions restarting per sample and no cross-sample attention must equal.
 """
+import copy
 import json
 import math
 import os
@@ -212,6 +213,28 @@ def main(out_dir):
                 for k, p in lora_named(pmodel).items():
                     p.copy_(adapter[k])
             print(name, bname, "loss_sum", bm["loss_sum"], "n", n, "traj", losses, flush=True)
+        # bf16: the saved adapter, whole model cast to bf16 (LoRA too: zlora casts its fp32 masters to the
+        # compute dtype), on the CPU and, when present, on the GPU. zlora is compared with these within
+        # bf16 tolerance on the device it runs on.
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        meta["bf16"] = {}
+        for dev in devices:
+            m16 = copy.deepcopy(pmodel).to(dtype=torch.bfloat16, device=dev)
+            for mod in m16.modules():  # .to() cast the rotary buffer too; from_pretrained(bf16) keeps it fp32
+                if hasattr(mod, "inv_freq"):
+                    mod.register_buffer("inv_freq", inv.to(dev), persistent=False)
+            meta["bf16"][dev] = {}
+            for bname, samples in batches.items():
+                m16.zero_grad(set_to_none=True)
+                on_dev = [(i.to(dev), l.to(dev)) for i, l in samples]
+                lg, s, n, _ = run_batch(m16, on_dev)
+                (s / n).backward()
+                refs[f"bf16_{dev}.{bname}.logits_lora"] = lg.detach().float().cpu()
+                for k, p in lora_named(m16).items():
+                    refs[f"bf16_{dev}.{bname}.grad.{k}"] = p.grad.detach().float().cpu()
+                meta["bf16"][dev][bname] = dict(loss_sum=float(s), num_targets=n)
+                print(name, "bf16", dev, bname, "loss_sum", float(s), flush=True)
+            del m16
         for k in init:
             refs[f"init.{k}"] = init[k].float()
         save_file({k: v.contiguous() for k, v in refs.items()}, os.path.join(d, "reference.safetensors"))
