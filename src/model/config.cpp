@@ -140,7 +140,8 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& or
              origin, a.dump(), c.model_type, family->architecture);
     }
   }
-  const std::string act = j.value("hidden_act", std::string("silu"));
+  const std::string act = j.contains("hidden_act") && j["hidden_act"].is_string() ? j["hidden_act"].get<std::string>()
+                                                                                  : std::string("silu");
   if (act != "silu") fail("{}: hidden_act '{}' is not supported; these families use 'silu'", origin, act);
 
   c.vocab_size = get_int(j, "vocab_size", 1, int64_t(1) << 22, origin);

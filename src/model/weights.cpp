@@ -410,14 +410,21 @@ LoraAdapter LoraAdapter::load(const std::filesystem::path& dir, const ModelConfi
     fail("{}: not valid JSON: {}", cfg_path.string(), e.what());
   }
   const std::string origin = cfg_path.string();
+  if (!j.is_object()) fail("{}: expected a JSON object", origin);
   auto str = [&](const char* k, const std::string& def) {
     return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : def;
   };
   if (str("peft_type", "") != "LORA")
-    fail("{}: peft_type must be LORA, got {}", origin, j.value("peft_type", nlohmann::json()).dump());
-  if (j.value("use_dora", false)) fail("{}: DoRA adapters (use_dora true) are not supported", origin);
+    fail("{}: peft_type must be LORA, got {}", origin, j.contains("peft_type") ? j["peft_type"].dump() : "nothing");
+  // null counts as absent (PEFT writes null for unset options); a wrong type is an error, not an exception.
+  auto flag = [&](const char* k) {
+    if (!j.contains(k) || j[k].is_null()) return false;
+    if (!j[k].is_boolean()) fail("{}: '{}' must be true or false, got {}", origin, k, j[k].dump());
+    return j[k].get<bool>();
+  };
+  if (flag("use_dora")) fail("{}: DoRA adapters (use_dora true) are not supported", origin);
   if (str("bias", "none") != "none") fail("{}: bias '{}' is not supported (only 'none')", origin, str("bias", ""));
-  if (j.value("fan_in_fan_out", false)) fail("{}: fan_in_fan_out true is not supported (Conv1D models)", origin);
+  if (flag("fan_in_fan_out")) fail("{}: fan_in_fan_out true is not supported (Conv1D models)", origin);
   if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() && !j["modules_to_save"].empty())
     fail("{}: modules_to_save {} is not supported (fully trained extra modules)", origin, j["modules_to_save"].dump());
   for (const char* k : {"rank_pattern", "alpha_pattern"})
@@ -428,11 +435,12 @@ LoraAdapter LoraAdapter::load(const std::filesystem::path& dir, const ModelConfi
   c.r = j["r"].get<int64_t>();
   if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number()) fail("{}: 'lora_alpha' must be a number", origin);
   c.alpha = j["lora_alpha"].get<double>();
-  c.dropout = j.value("lora_dropout", 0.0);
-  c.use_rslora = j.value("use_rslora", false);
+  c.dropout = j.contains("lora_dropout") && j["lora_dropout"].is_number() ? j["lora_dropout"].get<double>() : 0.0;
+  c.use_rslora = flag("use_rslora");
   c.targets.clear();
   if (j.contains("target_modules") && j["target_modules"].is_array())
-    for (const auto& t : j["target_modules"]) c.targets.push_back(t.get<std::string>());
+    for (const auto& t : j["target_modules"])
+      if (t.is_string()) c.targets.push_back(t.get<std::string>());
 
   // The tensors are the authority on which modules are adapted (a string target_modules is a regex).
   SafetensorsModel st(dir / "adapter_model.safetensors");

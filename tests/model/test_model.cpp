@@ -414,6 +414,23 @@ TEST(Lora, AdapterFilesRoundTripInPeftLayout) {
   // Loading checks shapes against the model.
   expect_error([&] { zm::LoraAdapter::load(golden("llama"), golden_model("qwen2").config); }, {"lora_A", "needs"});
   expect_error([&] { zm::LoraAdapter::load(dir / "nothing", g.config); }, {"adapter_config.json", "not found"});
+  // adapter_config.json options zlora does not implement are refused by name.
+  const std::string good = zlora::test::read_file(dir / "adapter_config.json");
+  auto with = [&](const std::string& key, const std::string& value) {
+    auto jj = nlohmann::json::parse(good);
+    jj[key] = nlohmann::json::parse(value);
+    zlora::test::write_file(dir / "adapter_config.json", jj.dump());
+  };
+  with("use_dora", "true");
+  expect_error([&] { zm::LoraAdapter::load(dir.path(), g.config); }, {"DoRA"});
+  with("peft_type", "\"PREFIX_TUNING\"");
+  expect_error([&] { zm::LoraAdapter::load(dir.path(), g.config); }, {"peft_type must be LORA", "PREFIX_TUNING"});
+  with("modules_to_save", "[\"lm_head\"]");
+  expect_error([&] { zm::LoraAdapter::load(dir.path(), g.config); }, {"modules_to_save"});
+  with("use_rslora", "\"yes\"");
+  expect_error([&] { zm::LoraAdapter::load(dir.path(), g.config); }, {"'use_rslora' must be true or false"});
+  with("lora_dropout", "null");  // PEFT writes null for unset options: accepted
+  EXPECT_EQ(zm::LoraAdapter::load(dir.path(), g.config).modules().size(), 6u);
 }
 
 TEST(Lora, DropoutAndNeftuneOnlyWhileTraining) {
