@@ -68,6 +68,7 @@ void MetricsTracker::add_step(const StepStats& s, double now) {
   ++step_;
   ++run_steps_;
   ++window_steps_;
+  ++window_loss_steps_;
   run_loss_sum_ += s.loss;
   window_loss_ += s.loss;
   window_tokens_ += s.tokens;
@@ -84,7 +85,7 @@ LogRecord MetricsTracker::take_record(double now) {
   LogRecord r;
   r.current_steps = step_;
   r.total_steps = total_steps_;
-  r.loss = window_steps_ ? window_loss_ / double(window_steps_) : 0.0;
+  r.loss = window_loss_steps_ ? window_loss_ / double(window_loss_steps_) : 0.0;
   r.lr = last_lr_;
   r.grad_norm = last_grad_norm_;
   r.epoch = double(step_) / double(steps_per_epoch_);
@@ -103,8 +104,14 @@ LogRecord MetricsTracker::take_record(double now) {
   r.total_tokens = tokens_seen_;
   window_start_ = now;
   window_loss_ = window_flops_ = 0;
-  window_steps_ = window_tokens_ = window_samples_ = 0;
+  window_steps_ = window_tokens_ = window_samples_ = window_loss_steps_ = 0;
   return r;
+}
+
+void MetricsTracker::restore_loss_window(double loss_sum, long long steps) {
+  ZLORA_REQUIRE(steps >= 0 && std::isfinite(loss_sum), "bad saved loss window ({} over {} steps)", loss_sum, steps);
+  window_loss_ = loss_sum;
+  window_loss_steps_ = steps;
 }
 
 }  // namespace zlora::train

@@ -188,6 +188,13 @@ void ProgressLine::update(long long step, long long total, double loss, double e
   dirty_ = true;
 }
 
+void ProgressLine::clear() {
+  if (!enabled_ || !dirty_) return;
+  std::fputs("\r\x1b[K", stdout);
+  std::fflush(stdout);
+  dirty_ = false;
+}
+
 void ProgressLine::finish() {
   if (!enabled_ || !dirty_) return;
   std::fputc('\n', stdout);

@@ -79,6 +79,11 @@ class MetricsTracker {
   double mean_loss() const { return run_steps_ ? run_loss_sum_ / double(run_steps_) : 0.0; }
   long long run_steps() const { return run_steps_; }
   double elapsed(double now) const { return now - start_time_; }
+  // The loss part of the open window (sum of step losses, steps), so that a checkpoint taken between log
+  // points resumes with the same logged mean as an uninterrupted run.
+  double window_loss_sum() const { return window_loss_; }
+  long long window_loss_steps() const { return window_loss_steps_; }
+  void restore_loss_window(double loss_sum, long long steps);
 
  private:
   long long total_steps_, steps_per_epoch_;
@@ -92,7 +97,7 @@ class MetricsTracker {
   long long run_steps_ = 0;
   // window since the last record
   double window_start_, window_loss_ = 0, window_flops_ = 0;
-  long long window_steps_ = 0, window_tokens_ = 0, window_samples_ = 0;
+  long long window_steps_ = 0, window_tokens_ = 0, window_samples_ = 0, window_loss_steps_ = 0;
   double last_lr_ = 0, last_grad_norm_ = 0;
 };
 

@@ -89,6 +89,7 @@ class ProgressLine {
   bool enabled() const { return enabled_; }
   void update(long long step, long long total, double loss, double elapsed_s, double remaining_s);
   void finish();  // ends the line
+  void clear();   // erases the bar so that a log line can be printed in its place
 
  private:
   bool enabled_ = false;

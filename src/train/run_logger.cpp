@@ -1,0 +1,142 @@
+#include "zlora/train/run_logger.h"
+
+#include "zlora/core/error.h"
+#include "zlora/core/fs.h"
+#include "zlora/core/log.h"
+#include "zlora/train/plot.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+namespace zlora::train {
+
+namespace {
+
+// A resumed run continues the log of the checkpoint it resumes from: lines written after that step by
+// the interrupted run (work that is redone now) are dropped, so the log and the plot show each step
+// once. Returns whether the log starts fresh.
+bool prepare_log(const std::filesystem::path& output_dir, const TrainerState* resumed) {
+  if (!resumed) return true;
+  auto path = output_dir / "trainer_log.jsonl";
+  if (!std::filesystem::exists(path)) return false;
+  std::string text = fs::read_file(path), kept;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) break;  // an unterminated line from a killed writer
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("current_steps") && j["current_steps"].is_number() &&
+        j["current_steps"].get<long long>() <= resumed->global_step)
+      kept += line + "\n";
+  }
+  if (kept != text) fs::write_file_atomic(path, kept);
+  return false;
+}
+
+}  // namespace
+
+RunLogger::RunLogger(RunLoggerOptions options, double now, const TrainerState* resumed,
+                     const std::string& resumed_logger_state)
+    : opt_(std::move(options)),
+      metrics_(opt_.total_steps, opt_.steps_per_epoch, opt_.world_size, opt_.peak_flops, now,
+               resumed ? resumed->global_step : 0, resumed ? resumed->num_input_tokens_seen : 0),
+      log_file_(opt_.output_dir, prepare_log(opt_.output_dir, resumed)) {
+  ZLORA_REQUIRE(opt_.logging_steps >= 1, "logging_steps must be >= 1 once resolved, got {}", opt_.logging_steps);
+  ZLORA_REQUIRE(opt_.save_steps >= 0, "save_steps must be >= 0 once resolved, got {}", opt_.save_steps);
+  if (resumed) {
+    ZLORA_REQUIRE(resumed->global_step <= opt_.total_steps,
+                  "the checkpoint is at step {} but this run has only {} steps; raise max_steps or "
+                  "num_train_epochs to continue it",
+                  resumed->global_step, opt_.total_steps);
+    state_ = *resumed;
+    if (!resumed_logger_state.empty()) {
+      auto j = nlohmann::json::parse(resumed_logger_state, nullptr, false);
+      ZLORA_REQUIRE(j.is_object() && j.contains("window_loss_sum") && j.contains("window_loss_steps"),
+                    "checkpoint logger state is malformed: '{}'", resumed_logger_state.substr(0, 80));
+      metrics_.restore_loss_window(j["window_loss_sum"].get<double>(), j["window_loss_steps"].get<long long>());
+    }
+  }
+  state_.max_steps = opt_.total_steps;
+  state_.num_train_epochs = (long long)std::ceil(opt_.num_train_epochs);
+  state_.logging_steps = opt_.logging_steps;
+  state_.save_steps = opt_.save_steps;
+  state_.train_batch_size = opt_.per_device_batch;
+  state_.global_step = metrics_.global_step();
+  state_.epoch = double(state_.global_step) / double(opt_.steps_per_epoch);
+}
+
+std::optional<LogRecord> RunLogger::on_step(const StepStats& stats, double now, std::optional<double> vram_allocated,
+                                            std::optional<double> vram_reserved) {
+  metrics_.add_step(stats, now);
+  run_samples_ += stats.samples;
+  state_.global_step = metrics_.global_step();
+  state_.epoch = double(state_.global_step) / double(opt_.steps_per_epoch);
+  state_.total_flos = metrics_.total_flos();
+  state_.num_input_tokens_seen = metrics_.tokens_seen();
+  if (state_.global_step % opt_.logging_steps != 0) {
+    progress_.update(
+        state_.global_step, opt_.total_steps, stats.loss, metrics_.elapsed(now),
+        metrics_.elapsed(now) / double(metrics_.run_steps()) * double(opt_.total_steps - state_.global_step));
+    return std::nullopt;
+  }
+  LogRecord r = metrics_.take_record(now);
+  r.vram_allocated_gib = vram_allocated;
+  r.vram_reserved_gib = vram_reserved;
+  log_file_.append(log_line(r));
+  state_.log_history.push_back(log_history_entry(r));
+  progress_.clear();
+  if (opt_.console) log::info("{}", format_log_line(r));
+  progress_.update(r.current_steps, r.total_steps, r.loss, r.elapsed_s, r.remaining_s);
+  return r;
+}
+
+std::string RunLogger::logger_state() const {
+  return nlohmann::json{{"window_loss_sum", metrics_.window_loss_sum()},
+                        {"window_loss_steps", metrics_.window_loss_steps()}}
+      .dump();
+}
+
+bool RunLogger::should_save() const {
+  return opt_.save_steps > 0 && state_.global_step > 0 && state_.global_step % opt_.save_steps == 0;
+}
+
+TrainResults RunLogger::finish(double now) {
+  progress_.finish();
+  TrainResults res;
+  res.train_runtime = metrics_.elapsed(now);
+  res.num_samples = run_samples_;
+  res.num_steps = metrics_.run_steps();
+  res.train_loss = metrics_.mean_loss();
+  res.total_flos = metrics_.total_flos();
+  res.epoch = state_.epoch;
+  nlohmann::json summary = res.to_json();
+  summary["step"] = state_.global_step;
+  state_.log_history.push_back(summary);
+  // LLaMA-Factory's LogCallback writes a line for the final on_log too; it has no "loss".
+  LogRecord last = metrics_.take_record(now);
+  nlohmann::json line = log_line(last);
+  line.erase("loss");
+  line.erase("grad_norm");
+  line.erase("tokens_per_second");
+  line.erase("samples_per_second");
+  line.erase("mfu");
+  log_file_.append(line);
+  write_train_results(opt_.output_dir, res);
+  state_.write(opt_.output_dir / "trainer_state.json");
+  if (opt_.plot_loss) {
+    try {
+      PlotFiles files = plot_loss(opt_.output_dir);
+      log::info("Figure saved at: {}", files.svg.string());
+      if (!files.png.empty()) log::info("Figure saved at: {}", files.png.string());
+    } catch (const Error& e) {
+      // As LLaMA-Factory's "No metric loss to plot.": a run too short to log is not an error.
+      log::warn("loss plot skipped: {}", e.what());
+    }
+  }
+  return res;
+}
+
+}  // namespace zlora::train
