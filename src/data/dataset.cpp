@@ -1,0 +1,310 @@
+// dataset_info.json and data files, following LLaMA-Factory's data/parser.py and data/converter.py.
+#include "zlora/data/dataset.h"
+
+#include "zlora/core/error.h"
+#include "zlora/core/fs.h"
+#include "zlora/core/log.h"
+#include "zlora/core/sha256.h"
+#include "zlora/core/text.h"
+#include "zlora/data/json_file.h"
+
+#include <algorithm>
+
+namespace zlora::data {
+
+using nlohmann::json;
+namespace stdfs = std::filesystem;
+
+const char* role_name(Role r) {
+  switch (r) {
+    case Role::User:
+      return "user";
+    case Role::Assistant:
+      return "assistant";
+    case Role::Observation:
+      return "observation";
+    case Role::Function:
+      return "function";
+    case Role::System:
+      return "system";
+  }
+  return "?";
+}
+
+namespace {
+
+// LLaMA-Factory's defaults (data/parser.py DatasetAttr).
+const std::map<std::string, std::string> kAlpacaColumns = {
+    {"prompt", "instruction"}, {"query", "input"}, {"response", "output"}};
+const std::map<std::string, std::string> kSharegptColumns = {{"messages", "conversations"}};
+const std::map<std::string, std::string> kSharegptTags = {
+    {"role_tag", "from"},     {"content_tag", "value"},           {"user_tag", "human"},
+    {"assistant_tag", "gpt"}, {"observation_tag", "observation"}, {"function_tag", "function_call"},
+    {"system_tag", "system"}};
+const std::vector<std::string> kAlpacaColumnKeys = {"prompt", "query", "response", "system", "history"};
+const std::vector<std::string> kSharegptColumnKeys = {"messages", "system"};
+
+std::string describe_mapping(const DatasetAttr& a) {
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : a.columns) parts.push_back(k + "=" + v);
+  for (const auto& [k, v] : a.tags) parts.push_back(k + "=" + v);
+  return a.formatting + " {" + text::join(parts, ", ") + "}";
+}
+
+// A JSON value as LLaMA-Factory would see it in a text slot: strings as they are, null as "".
+std::string as_text(const json& v, const std::string& where, const std::string& what) {
+  if (v.is_null()) return "";
+  ZLORA_REQUIRE(v.is_string(), "{}: {} must be a string, got {}", where, what, v.type_name());
+  return v.get<std::string>();
+}
+
+const json* field(const json& row, const std::string& key) {
+  if (!row.is_object()) return nullptr;
+  auto it = row.find(key);
+  return it == row.end() ? nullptr : &*it;
+}
+
+}  // namespace
+
+DatasetRegistry DatasetRegistry::load(const stdfs::path& dataset_dir) {
+  DatasetRegistry reg;
+  reg.dir_ = dataset_dir;
+  reg.info_path_ = dataset_dir / "dataset_info.json";
+  std::error_code ec;
+  ZLORA_REQUIRE(stdfs::exists(reg.info_path_, ec),
+                "cannot open {}: no such file (--dataset_dir must be the folder holding dataset_info.json)",
+                reg.info_path_.string());
+  json info = parse_json(fs::read_file(reg.info_path_), reg.info_path_.string());
+  ZLORA_REQUIRE(info.is_object(), "{}: must be a JSON object of dataset names to entries", reg.info_path_.string());
+  for (auto& [name, e] : info.items()) {
+    std::string where = reg.info_path_.string() + ": dataset '" + name + "'";
+    ZLORA_REQUIRE(e.is_object(), "{}: entry must be an object", where);
+    DatasetAttr a;
+    a.name = name;
+    for (const char* hub : {"hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"})
+      ZLORA_REQUIRE(!e.contains(hub),
+                    "{}: '{}' sources are not supported; zlora reads local files (file_name under dataset_dir)", where,
+                    hub);
+    ZLORA_REQUIRE(e.contains("file_name") && e["file_name"].is_string(),
+                  "{}: needs \"file_name\" (a JSON or JSONL file, or a folder of them, under {})", where,
+                  dataset_dir.string());
+    a.file_name = e["file_name"].get<std::string>();
+    if (e.contains("formatting")) a.formatting = e["formatting"].get<std::string>();
+    ZLORA_REQUIRE(a.formatting == "alpaca" || a.formatting == "sharegpt",
+                  "{}: formatting '{}' is not supported (supported: alpaca, sharegpt)", where, a.formatting);
+    ZLORA_REQUIRE(!e.value("ranking", false), "{}: ranking datasets are for preference training, not SFT", where);
+    ZLORA_REQUIRE(!e.contains("num_samples"), "{}: num_samples (random resampling) is not supported; use --max_samples",
+                  where);
+    bool alpaca = a.formatting == "alpaca";
+    a.columns = alpaca ? kAlpacaColumns : kSharegptColumns;
+    if (!alpaca) a.tags = kSharegptTags;
+    const auto& allowed = alpaca ? kAlpacaColumnKeys : kSharegptColumnKeys;
+    if (e.contains("columns")) {
+      ZLORA_REQUIRE(e["columns"].is_object(), "{}: \"columns\" must be an object", where);
+      for (auto& [k, v] : e["columns"].items()) {
+        ZLORA_REQUIRE(std::find(allowed.begin(), allowed.end(), k) != allowed.end(),
+                      "{}: column role '{}' is not supported for {} (supported: {})", where, k, a.formatting,
+                      text::join(allowed, ", "));
+        ZLORA_REQUIRE(v.is_string() || v.is_null(), "{}: columns.{} must be a column name", where, k);
+        if (v.is_null())
+          a.columns.erase(k);
+        else
+          a.columns[k] = v.get<std::string>();
+        if (k == "query") a.explicit_query = true;
+      }
+    }
+    if (e.contains("tags")) {
+      ZLORA_REQUIRE(!alpaca, "{}: \"tags\" apply to sharegpt datasets only", where);
+      for (auto& [k, v] : e["tags"].items()) {
+        ZLORA_REQUIRE(kSharegptTags.count(k),
+                      "{}: tag '{}' is not supported (supported: role_tag, content_tag, "
+                      "user_tag, assistant_tag, observation_tag, function_tag, system_tag)",
+                      where, k);
+        a.tags[k] = v.get<std::string>();
+      }
+    }
+    reg.entries_[name] = std::move(a);
+  }
+  return reg;
+}
+
+std::vector<std::string> DatasetRegistry::names() const {
+  std::vector<std::string> n;
+  for (const auto& [k, v] : entries_) n.push_back(k);
+  return n;
+}
+
+const DatasetAttr& DatasetRegistry::get(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) {
+    auto defined = names();
+    fail(
+        "undefined dataset '{}' in {}{} (defined: {}). Add an entry {{\"{}\": {{\"file_name\": \"<file>.json\"}}}} "
+        "there, or pass --dataset_dir pointing at the folder whose dataset_info.json defines it",
+        name, info_path_.string(), text::did_you_mean(name, defined),
+        defined.empty() ? "none" : text::join(defined, ", "), name);
+  }
+  return it->second;
+}
+
+bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const std::string& where) {
+  ZLORA_REQUIRE(row.is_object(), "{}: a row must be a JSON object, got {}", where, row.type_name());
+  out = Conversation{};
+  auto col = [&](const std::string& key) -> std::string {
+    auto it = a.columns.find(key);
+    return it == a.columns.end() ? "" : it->second;
+  };
+  if (a.formatting == "alpaca") {
+    if (auto h = col("history"); !h.empty()) {
+      if (const json* hv = field(row, h); hv && hv->is_array()) {
+        for (const json& pair : *hv) {
+          ZLORA_REQUIRE(pair.is_array() && pair.size() == 2, "{}: history entries must be [query, response] pairs",
+                        where);
+          out.messages.push_back({Role::User, as_text(pair[0], where, "history query")});
+          out.messages.push_back({Role::Assistant, as_text(pair[1], where, "history response")});
+        }
+      }
+    }
+    std::vector<std::string> query;
+    for (const char* key : {"prompt", "query"}) {
+      auto c = col(key);
+      const json* v = c.empty() ? nullptr : field(row, c);
+      if (v) {
+        std::string s = as_text(*v, where, "column '" + c + "'");
+        if (!s.empty()) query.push_back(s);
+      }
+    }
+    out.messages.push_back({Role::User, text::join(query, "\n")});
+    if (auto s = col("system"); !s.empty())
+      if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + s + "'");
+    const json* r = field(row, col("response"));
+    if (!r || !r->is_string()) return false;  // no response: LLaMA-Factory drops the row
+    out.messages.push_back({Role::Assistant, r->get<std::string>()});
+    return true;
+  }
+  // sharegpt
+  const json* msgs = field(row, col("messages"));
+  ZLORA_REQUIRE(msgs && msgs->is_array(), "{}: column '{}' must be a list of messages (mapping in use: {})", where,
+                col("messages"), describe_mapping(a));
+  const auto& t = a.tags;
+  const std::string& role_tag = t.at("role_tag");
+  const std::string& content_tag = t.at("content_tag");
+  size_t start = 0;
+  auto role_of = [&](const json& m, size_t k) -> std::string {
+    ZLORA_REQUIRE(m.is_object() && m.contains(role_tag) && m.contains(content_tag),
+                  "{}: message {} has no '{}'/'{}' keys (mapping in use: {}); set \"tags\" in dataset_info.json", where,
+                  k, role_tag, content_tag, describe_mapping(a));
+    return m[role_tag].is_string() ? m[role_tag].get<std::string>() : "";
+  };
+  if (!msgs->empty() && role_of((*msgs)[0], 0) == t.at("system_tag")) {
+    out.system = as_text((*msgs)[0][content_tag], where, "system message");
+    start = 1;
+  } else if (auto s = col("system"); !s.empty()) {
+    if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + s + "'");
+  }
+  for (size_t k = start; k < msgs->size(); ++k) {
+    std::string role = role_of((*msgs)[k], k);
+    bool odd = (k - start) % 2 == 0;  // LLaMA-Factory counts turns from 0: user turns sit at even indices
+    Role r;
+    if (odd && role == t.at("user_tag"))
+      r = Role::User;
+    else if (odd && role == t.at("observation_tag"))
+      r = Role::Observation;
+    else if (!odd && role == t.at("assistant_tag"))
+      r = Role::Assistant;
+    else if (!odd && role == t.at("function_tag"))
+      r = Role::Function;
+    else
+      return false;  // "Invalid role tag"
+    out.messages.push_back({r, as_text((*msgs)[k][content_tag], where, "message content")});
+  }
+  return !out.messages.empty() && out.messages.size() % 2 == 0;  // else "Invalid message count"
+}
+
+namespace {
+
+std::vector<stdfs::path> data_files(const stdfs::path& dir, const DatasetAttr& a, const std::string& info) {
+  stdfs::path p = dir / a.file_name;
+  std::error_code ec;
+  ZLORA_REQUIRE(stdfs::exists(p, ec), "dataset '{}': file {} not found (file_name '{}' in {} is resolved under {})",
+                a.name, p.string(), a.file_name, info, dir.string());
+  std::vector<stdfs::path> files;
+  if (stdfs::is_directory(p, ec)) {
+    for (const auto& e : stdfs::directory_iterator(p))
+      if (e.is_regular_file()) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(p);
+  }
+  ZLORA_REQUIRE(!files.empty(), "dataset '{}': folder {} holds no files", a.name, p.string());
+  for (const auto& f : files) {
+    std::string ext = text::lower(f.extension().string());
+    ZLORA_REQUIRE(ext == ".json" || ext == ".jsonl",
+                  "dataset '{}': {} has type '{}'; allowed file types: json, jsonl (csv, parquet, arrow and txt are "
+                  "not supported by zlora)",
+                  a.name, f.string(), ext);
+  }
+  return files;
+}
+
+// A column named by the mapping that no row has is a configuration error, not an empty value.
+void check_columns(const DatasetAttr& a, const std::vector<json>& rows, const std::string& file) {
+  for (const auto& [key, column] : a.columns) {
+    if (key == "query" && !a.explicit_query) continue;  // the default "input" may be absent
+    bool any =
+        std::any_of(rows.begin(), rows.end(), [&](const json& r) { return r.is_object() && r.contains(column); });
+    if (!any) {
+      std::vector<std::string> seen;
+      if (!rows.empty() && rows[0].is_object())
+        for (auto& [k, v] : rows[0].items()) seen.push_back(k);
+      fail(
+          "dataset '{}': column '{}' ({}) is missing from {} (its rows have: {}; mapping in use: {}). Set "
+          "\"columns\": {{\"{}\": \"<column>\"}} in dataset_info.json",
+          a.name, column, key, file, seen.empty() ? "nothing" : text::join(seen, ", "), describe_mapping(a), key);
+    }
+  }
+}
+
+}  // namespace
+
+LoadedData load_datasets(const config::DataArgs& args) {
+  ZLORA_REQUIRE(!args.dataset.empty(), "no dataset given: set --dataset to names defined in {}/dataset_info.json",
+                args.dataset_dir);
+  DatasetRegistry reg = DatasetRegistry::load(args.dataset_dir);
+  LoadedData out;
+  for (const std::string& name : args.dataset) {
+    const DatasetAttr& a = reg.get(name);
+    SourceInfo src;
+    src.name = name;
+    std::vector<json> rows;
+    for (const auto& f : data_files(reg.dir_, a, reg.info_path_.string())) {
+      std::string body = fs::read_file(f);
+      std::vector<json> part = parse_json_rows(body, f.string());
+      check_columns(a, part, f.string());
+      src.files.push_back(f.string());
+      src.sha256s.push_back(sha256_hex(body));
+      for (auto& r : part) rows.push_back(std::move(r));
+    }
+    if (args.max_samples && *args.max_samples >= 0 && rows.size() > size_t(*args.max_samples))
+      rows.resize(size_t(*args.max_samples));
+    src.rows = int64_t(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      Conversation c;
+      if (convert_row(a, rows[i], c, fmt::format("dataset '{}' row {}", name, i)))
+        out.rows.push_back(std::move(c));
+      else
+        ++src.invalid;
+    }
+    if (src.invalid)
+      log::warn("dataset '{}': skipped {} abnormal row(s) of {} (invalid role order or message count, or no response)",
+                name, src.invalid, src.rows);
+    out.sources.push_back(std::move(src));
+  }
+  ZLORA_REQUIRE(!out.rows.empty(),
+                "cannot find valid samples in dataset(s) {}: every row was empty or abnormal; check the data format "
+                "(alpaca: instruction/input/output; sharegpt: conversations with alternating turns)",
+                text::join(args.dataset, ", "));
+  return out;
+}
+
+}  // namespace zlora::data
