@@ -293,6 +293,28 @@ CheckpointInfo resolve_resume(const stdfs::path& output_dir, const std::string& 
   return *info;
 }
 
+CheckpointInfo resolve_resume(const stdfs::path& output_dir, const std::string& arg, MPI_Comm mpi_comm) {
+  Comm comm(mpi_comm);
+  if (mpi_comm == MPI_COMM_NULL) return resolve_resume(output_dir, arg);
+  std::string dir, err;
+  if (comm.rank == 0) err = capture([&] { dir = resolve_resume(output_dir, arg).dir.string(); });
+  // Rank 0's answer: a status, then the directory or the message.
+  std::string msg = err.empty() ? dir : err;
+  long long header[2] = {err.empty() ? 1 : 0, (long long)msg.size()};
+  MPI_Bcast(header, 2, MPI_LONG_LONG, 0, mpi_comm);
+  msg.resize(size_t(header[1]));
+  MPI_Bcast(msg.data(), int(header[1]), MPI_CHAR, 0, mpi_comm);
+  if (!header[0]) fail("{}", msg);
+  if (comm.rank == 0) return *verify_checkpoint(msg, false);
+  std::string why;
+  auto info = verify_checkpoint(msg, false, &why);
+  ZLORA_REQUIRE(info,
+                "rank {} cannot see the checkpoint rank 0 resumes from: {} (is output_dir on a file system "
+                "shared by all nodes?)",
+                comm.rank, why);
+  return *info;
+}
+
 std::vector<stdfs::path> clean_stale(const stdfs::path& output_dir) {
   std::vector<stdfs::path> removed;
   std::error_code ec;

@@ -97,6 +97,25 @@ TEST(CheckpointMpi, MissingRankFileIsNeverLatest) {
   EXPECT_THROW(resolve_resume(out.path(), two.string()), zlora::Error);
 }
 
+TEST(CheckpointMpi, CollectiveResolveAgreesOrFailsEverywhere) {
+  SharedDir out;
+  std::string msg;
+  try {
+    resolve_resume(out.path(), "latest", MPI_COMM_WORLD);
+  } catch (const zlora::Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("no complete checkpoint"), std::string::npos) << "rank " << g_mpi->rank() << ": " << msg;
+  save(out.path(), 3);
+  stdfs::path five = save(out.path(), 5);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (g_mpi->rank() == 0) zlora::test::write_file(five / rank_file_name(0), std::string(payload_of(0, 5).size(), '?'));
+  MPI_Barrier(MPI_COMM_WORLD);
+  CheckpointInfo info = resolve_resume(out.path(), "latest", MPI_COMM_WORLD);  // 5 is damaged (same size)
+  EXPECT_EQ(info.step(), 3);
+  EXPECT_EQ(read_payloads(info, g_mpi->rank(), g_mpi->size()).payloads[0], payload_of(g_mpi->rank(), 3));
+}
+
 TEST(CheckpointMpi, OtherWorldSizeReadsEveryPayload) {
   SharedDir out;
   save(out.path(), 7);

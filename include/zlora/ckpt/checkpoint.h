@@ -100,6 +100,10 @@ std::optional<std::string> read_latest_pointer(const std::filesystem::path& outp
 // --resume_from_checkpoint: "latest" (newest complete in output_dir) or a checkpoint directory path.
 // Throws zlora::Error saying what is missing or damaged.
 CheckpointInfo resolve_resume(const std::filesystem::path& output_dir, const std::string& arg);
+// Collective form: rank 0 resolves and re-hashes every file once, then broadcasts the directory (or its
+// error, thrown on every rank); the other ranks only re-read the manifest. read_payloads() still checks
+// the hash of each file a rank reads.
+CheckpointInfo resolve_resume(const std::filesystem::path& output_dir, const std::string& arg, MPI_Comm comm);
 
 // Rank 0 at start: removes checkpoint-*.tmp directories and stray temporary files a crashed save left.
 // Returns the removed paths.
