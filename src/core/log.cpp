@@ -7,7 +7,10 @@
 namespace zlora::log {
 
 void init(int rank, int world_size, bool verbose) {
-  auto logger = spdlog::stderr_color_mt("zlora-r" + std::to_string(rank));
+  // Re-initialising (first before MPI from the launcher's rank, then with MPI's) replaces the logger.
+  const std::string name = "zlora-r" + std::to_string(rank);
+  spdlog::drop(name);
+  auto logger = spdlog::stderr_color_mt(name);
   if (world_size > 1)
     logger->set_pattern("[%H:%M:%S] [zlora r" + std::to_string(rank) + "] %^%l%$: %v");
   else
