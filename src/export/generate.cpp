@@ -240,7 +240,15 @@ int generate_command(const config::GenerateConfig& cfg, std::FILE* in, std::FILE
             s);
       adapters.emplace_back(s);
     }
-  data::Tokenizer tok = data::Tokenizer::load(base_dir);
+  // The base's tokenizer; LLaMA-Factory also saves one beside the adapter, used when the base has none.
+  stdfs::path tokenizer_dir = base_dir;
+  if (!stdfs::exists(base_dir / "tokenizer.json"))
+    for (const auto& a : adapters)
+      if (stdfs::exists(a / "tokenizer.json")) {
+        tokenizer_dir = a;
+        break;
+      }
+  data::Tokenizer tok = data::Tokenizer::load(tokenizer_dir);
   std::string template_name = cfg.template_name.value_or("");
   if (template_name.empty()) {
     log::warn(
