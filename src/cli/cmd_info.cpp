@@ -1,6 +1,10 @@
 #include "zlora/cli/commands.h"
 #include "zlora/core/error.h"
+#include "zlora/core/text.h"
+#include "zlora/data/prepare.h"
+#include "zlora/data/token_store.h"
 
+#include <fmt/format.h>
 #include <boost/program_options.hpp>
 
 #include <iostream>
@@ -8,6 +12,22 @@
 namespace zlora::cli {
 
 namespace po = boost::program_options;
+
+namespace {
+
+// "A:B" -> [A, B) clamped to the store; "A:" runs to the end.
+std::pair<size_t, size_t> parse_range(const std::string& s, size_t n) {
+  auto colon = s.find(':');
+  long long a = 0, b = static_cast<long long>(n);
+  bool ok = colon != std::string::npos && text::parse_int64(s.substr(0, colon), a) &&
+            (colon + 1 == s.size() || text::parse_int64(s.substr(colon + 1), b));
+  ZLORA_REQUIRE(ok && a >= 0 && b >= a, "--samples '{}' is not a range A:B with 0 <= A <= B (e.g. 0:10)", s);
+  return {std::min<size_t>(size_t(a), n), std::min<size_t>(size_t(b), n)};
+}
+
+std::string ints(const std::vector<int32_t>& v) { return "[" + fmt::format("{}", fmt::join(v, ", ")) + "]"; }
+
+}  // namespace
 
 int run_info(const Args& args, Session&) {
   po::options_description opts("usage: zlora info STORE.h5 [--samples A:B] [--json]\noptions");
@@ -18,7 +38,53 @@ int run_info(const Args& args, Session&) {
     std::cout << opts;
     return kExitOk;
   }
-  fail("`zlora info` is not built yet (issue 'Data pipeline')");
+  po::options_description all;
+  all.add(opts).add_options()("store", po::value<std::string>());
+  po::positional_options_description pos;
+  pos.add("store", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    fail("zlora info: {} (see `zlora info --help`)", e.what());
+  }
+  ZLORA_REQUIRE(vm.count("store"), "zlora info needs the token store: zlora info STORE.h5");
+  data::TokenStore store(vm["store"].as<std::string>());
+  const bool json = vm["json"].as<bool>();
+  if (vm.count("samples")) {
+    auto [a, b] = parse_range(vm["samples"].as<std::string>(), store.size());
+    std::string out;
+    for (size_t start = a; start < b; start += 256) {  // bounded batches: never the whole store at once
+      std::vector<size_t> idx;
+      for (size_t i = start; i < std::min(b, start + 256); ++i) idx.push_back(i);
+      auto samples = store.read(idx);
+      for (size_t k = 0; k < samples.size(); ++k) {
+        if (json)
+          out += "{\"input_ids\": " + ints(samples[k].input_ids) + ", \"labels\": " + ints(samples[k].labels) + "}\n";
+        else
+          out += fmt::format("sample {} ({} tokens)\n  input_ids: {}\n  labels:    {}\n", idx[k],
+                             samples[k].input_ids.size(), ints(samples[k].input_ids), ints(samples[k].labels));
+      }
+      std::fputs(out.c_str(), stdout);
+      out.clear();
+    }
+    return kExitOk;
+  }
+  const data::StoreMeta& m = store.meta();
+  std::string out = fmt::format(
+      "{}\n  format_version: {}\n  zlora_version: {}\n  tokenizer_sha256: {}\n  vocab_size: {}\n  template: {}\n"
+      "  cutoff_len: {}\n  train_on_prompt: {}\n  mask_history: {}\n  samples: {} ({} dropped at prepare)\n"
+      "  tokens: {} ({} trained)\n  sources:\n",
+      store.path().string(), m.format_version, m.zlora_version, m.tokenizer_sha256, m.vocab_size, m.template_name,
+      m.cutoff_len, m.train_on_prompt, m.mask_history, m.num_samples, m.num_dropped, m.num_tokens, m.num_label_tokens);
+  for (const auto& s : m.sources) {
+    out += fmt::format("    {}: {} rows ({} abnormal)\n", s.name, s.rows, s.invalid);
+    for (size_t i = 0; i < s.files.size(); ++i) out += fmt::format("      {}  sha256 {}\n", s.files[i], s.sha256s[i]);
+  }
+  out += data::length_histogram(store.lengths(), "sample tokens");
+  std::fputs(out.c_str(), stdout);
+  return kExitOk;
 }
 
 }  // namespace zlora::cli

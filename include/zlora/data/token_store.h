@@ -1,0 +1,82 @@
+// The HDF5 token store written by `zlora prepare` and read by training (format: docs/data-format.md).
+// Datasets: `input_ids` int32 [T], `labels` int32 [T] (-100 = masked), `offsets` int64 [n+1]; chunked and
+// deflate-compressed. The reader loads the offsets (8 bytes a sample) and reads the tokens of the
+// samples it is asked for with hyperslab selections, so a rank never holds the whole corpus.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace zlora::data {
+
+constexpr int64_t kTokenStoreFormatVersion = 1;
+
+struct StoreSource {
+  std::string name;
+  std::vector<std::string> files;
+  std::vector<std::string> sha256s;
+  int64_t rows = 0;
+  int64_t invalid = 0;
+};
+
+// The attributes of a store: what it was built from and how.
+struct StoreMeta {
+  int64_t format_version = kTokenStoreFormatVersion;
+  std::string zlora_version;
+  std::string tokenizer_sha256;
+  int64_t vocab_size = 0;
+  std::string template_name;
+  int64_t cutoff_len = 0;
+  bool train_on_prompt = false;
+  bool mask_history = false;
+  std::vector<StoreSource> sources;
+  int64_t num_samples = 0;
+  int64_t num_tokens = 0;
+  int64_t num_label_tokens = 0;  // labels != -100
+  int64_t num_dropped = 0;       // rows dropped as abnormal
+};
+
+struct StoredSample {
+  std::vector<int32_t> input_ids;
+  std::vector<int32_t> labels;
+};
+
+// Writes `samples` (concatenated: ids/labels flat, offsets) to `path` atomically (temp name, rename).
+// meta's counts are filled from the data.
+void write_token_store(const std::filesystem::path& path, const std::vector<int32_t>& input_ids,
+                       const std::vector<int32_t>& labels, const std::vector<int64_t>& offsets, StoreMeta meta);
+
+class TokenStore {
+ public:
+  // Opens and validates: datasets present with the right types and ranks, offsets monotone from 0 to
+  // the token count, ids within the vocabulary on read. Any violation is a zlora::Error naming the file.
+  explicit TokenStore(const std::filesystem::path& path);
+  ~TokenStore();
+  TokenStore(TokenStore&&) noexcept;
+  TokenStore(const TokenStore&) = delete;
+  TokenStore& operator=(const TokenStore&) = delete;
+
+  size_t size() const { return offsets_.size() - 1; }
+  std::vector<int64_t> lengths() const;
+  int64_t length(size_t i) const { return offsets_.at(i + 1) - offsets_.at(i); }
+  const StoreMeta& meta() const { return meta_; }
+  const std::filesystem::path& path() const { return path_; }
+
+  // The samples `indices` (any order, repeats allowed), read with hyperslabs.
+  std::vector<StoredSample> read(const std::vector<size_t>& indices) const;
+
+  // Refuses a store built with another tokenizer or template than the run's (both hashes named).
+  void require_compatible(const std::string& tokenizer_sha256, const std::string& template_name) const;
+
+ private:
+  struct Handles;
+  std::filesystem::path path_;
+  std::unique_ptr<Handles> h_;
+  std::vector<int64_t> offsets_;
+  StoreMeta meta_;
+};
+
+}  // namespace zlora::data

@@ -1,0 +1,323 @@
+#include "zlora/data/token_store.h"
+
+#include "zlora/core/error.h"
+#include "zlora/core/fs.h"
+
+#include <hdf5.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+namespace zlora::data {
+
+namespace {
+
+// One owned HDF5 identifier; the close function matches its kind (file, dataset, space, ...).
+class Hid {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  Hid() = default;
+  Hid(hid_t id, Closer close) : id_(id), close_(close) {}
+  Hid(Hid&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = H5I_INVALID_HID; }
+  Hid& operator=(Hid&& o) noexcept {
+    std::swap(id_, o.id_);
+    std::swap(close_, o.close_);
+    return *this;
+  }
+  Hid(const Hid&) = delete;
+  ~Hid() {
+    if (id_ >= 0 && close_) close_(id_);
+  }
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+  Closer close_ = nullptr;
+};
+
+// HDF5 prints its error stack to stderr by default; zlora reports errors itself. Scoped, restored after.
+class QuietHdf5 {
+ public:
+  QuietHdf5() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+void check(herr_t rc, const std::string& what, const std::filesystem::path& path) {
+  ZLORA_REQUIRE(rc >= 0, "HDF5 error: {} ({})", what, path.string());
+}
+
+// -- attributes on the root group
+
+void put_string(hid_t loc, const char* name, const std::string& value, const std::filesystem::path& path) {
+  Hid type(H5Tcopy(H5T_C_S1), H5Tclose);
+  check(H5Tset_size(type.get(), std::max<size_t>(1, value.size())), "string type", path);
+  Hid space(H5Screate(H5S_SCALAR), H5Sclose);
+  Hid attr(H5Acreate2(loc, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  ZLORA_REQUIRE(attr.valid(), "HDF5 error: cannot create attribute '{}' in {}", name, path.string());
+  std::string buf = value.empty() ? std::string(1, '\0') : value;
+  check(H5Awrite(attr.get(), type.get(), buf.data()), std::string("write attribute ") + name, path);
+}
+
+void put_int(hid_t loc, const char* name, int64_t value, const std::filesystem::path& path) {
+  Hid space(H5Screate(H5S_SCALAR), H5Sclose);
+  Hid attr(H5Acreate2(loc, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  ZLORA_REQUIRE(attr.valid(), "HDF5 error: cannot create attribute '{}' in {}", name, path.string());
+  check(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), std::string("write attribute ") + name, path);
+}
+
+std::string get_string(hid_t loc, const char* name, const std::filesystem::path& path) {
+  ZLORA_REQUIRE(H5Aexists(loc, name) > 0,
+                "{}: not a zlora token store (attribute '{}' is missing); rebuild it with "
+                "`zlora prepare`",
+                path.string(), name);
+  Hid attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  Hid type(H5Aget_type(attr.get()), H5Tclose);
+  ZLORA_REQUIRE(H5Tget_class(type.get()) == H5T_STRING && !H5Tis_variable_str(type.get()),
+                "{}: attribute '{}' is not a fixed-length string", path.string(), name);
+  size_t n = H5Tget_size(type.get());
+  ZLORA_REQUIRE(n < (size_t(1) << 30), "{}: attribute '{}' is implausibly large ({} bytes)", path.string(), name, n);
+  std::string buf(n, '\0');
+  check(H5Aread(attr.get(), type.get(), buf.data()), std::string("read attribute ") + name, path);
+  buf.resize(strnlen(buf.data(), buf.size()));
+  return buf;
+}
+
+int64_t get_int(hid_t loc, const char* name, const std::filesystem::path& path) {
+  ZLORA_REQUIRE(H5Aexists(loc, name) > 0,
+                "{}: not a zlora token store (attribute '{}' is missing); rebuild it with "
+                "`zlora prepare`",
+                path.string(), name);
+  Hid attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  Hid type(H5Aget_type(attr.get()), H5Tclose);
+  ZLORA_REQUIRE(H5Tget_class(type.get()) == H5T_INTEGER, "{}: attribute '{}' is not an integer", path.string(), name);
+  int64_t v = 0;
+  check(H5Aread(attr.get(), H5T_NATIVE_INT64, &v), std::string("read attribute ") + name, path);
+  return v;
+}
+
+// -- datasets
+
+template <typename T>
+void write_dataset(hid_t file, const char* name, hid_t file_type, hid_t mem_type, const std::vector<T>& data,
+                   const std::filesystem::path& path) {
+  hsize_t n = data.size();
+  Hid space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  Hid dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  if (n > 0) {
+    hsize_t chunk = std::min<hsize_t>(n, 1 << 16);  // 256 KiB of int32: a few samples per chunk read
+    check(H5Pset_chunk(dcpl.get(), 1, &chunk), "set chunk", path);
+    check(H5Pset_shuffle(dcpl.get()), "set shuffle", path);
+    check(H5Pset_deflate(dcpl.get(), 4), "set deflate", path);
+  }
+  Hid ds(H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
+  ZLORA_REQUIRE(ds.valid(), "HDF5 error: cannot create dataset '{}' in {}", name, path.string());
+  if (n > 0)
+    check(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), std::string("write ") + name, path);
+}
+
+}  // namespace
+
+void write_token_store(const std::filesystem::path& path, const std::vector<int32_t>& input_ids,
+                       const std::vector<int32_t>& labels, const std::vector<int64_t>& offsets, StoreMeta meta) {
+  ZLORA_REQUIRE(input_ids.size() == labels.size() && offsets.size() >= 2 && offsets.front() == 0 &&
+                    offsets.back() == int64_t(input_ids.size()),
+                "internal: inconsistent token store contents for {}", path.string());
+  meta.format_version = kTokenStoreFormatVersion;
+  meta.num_samples = int64_t(offsets.size() - 1);
+  meta.num_tokens = int64_t(input_ids.size());
+  meta.num_label_tokens = std::count_if(labels.begin(), labels.end(), [](int32_t l) { return l != -100; });
+  QuietHdf5 quiet;
+  std::filesystem::path tmp = fs::temp_sibling(path);
+  {
+    Hid file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    ZLORA_REQUIRE(file.valid(), "cannot create {} (is the folder writable?)", tmp.string());
+    write_dataset(file.get(), "input_ids", H5T_STD_I32LE, H5T_NATIVE_INT32, input_ids, path);
+    write_dataset(file.get(), "labels", H5T_STD_I32LE, H5T_NATIVE_INT32, labels, path);
+    write_dataset(file.get(), "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, offsets, path);
+    hid_t root = file.get();
+    put_int(root, "format_version", meta.format_version, path);
+    put_string(root, "zlora_version", meta.zlora_version, path);
+    put_string(root, "tokenizer_sha256", meta.tokenizer_sha256, path);
+    put_int(root, "vocab_size", meta.vocab_size, path);
+    put_string(root, "template", meta.template_name, path);
+    put_int(root, "cutoff_len", meta.cutoff_len, path);
+    put_int(root, "train_on_prompt", meta.train_on_prompt, path);
+    put_int(root, "mask_history", meta.mask_history, path);
+    put_int(root, "num_samples", meta.num_samples, path);
+    put_int(root, "num_tokens", meta.num_tokens, path);
+    put_int(root, "num_label_tokens", meta.num_label_tokens, path);
+    put_int(root, "num_dropped", meta.num_dropped, path);
+    nlohmann::json sources = nlohmann::json::array();
+    for (const auto& s : meta.sources)
+      sources.push_back(
+          {{"name", s.name}, {"files", s.files}, {"sha256", s.sha256s}, {"rows", s.rows}, {"invalid", s.invalid}});
+    put_string(root, "sources", sources.dump(), path);
+    check(H5Fflush(root, H5F_SCOPE_GLOBAL), "flush", path);
+  }
+  fs::fsync_path(tmp);
+  fs::rename_durable(tmp, path);
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+struct TokenStore::Handles {
+  Hid file, ids, labels;
+};
+
+namespace {
+
+// Opens a 1-D integer dataset of `bytes`-wide elements and returns it with its length.
+Hid open_vector(hid_t file, const char* name, size_t bytes, hsize_t& length, const std::filesystem::path& path) {
+  ZLORA_REQUIRE(H5Lexists(file, name, H5P_DEFAULT) > 0, "{}: not a zlora token store (dataset '{}' is missing)",
+                path.string(), name);
+  Hid ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
+  ZLORA_REQUIRE(ds.valid(), "{}: cannot open dataset '{}'", path.string(), name);
+  Hid type(H5Dget_type(ds.get()), H5Tclose);
+  ZLORA_REQUIRE(H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) == bytes,
+                "{}: dataset '{}' must hold {}-byte integers", path.string(), name, bytes);
+  Hid space(H5Dget_space(ds.get()), H5Sclose);
+  ZLORA_REQUIRE(H5Sget_simple_extent_ndims(space.get()) == 1, "{}: dataset '{}' must be one-dimensional", path.string(),
+                name);
+  H5Sget_simple_extent_dims(space.get(), &length, nullptr);
+  return ds;
+}
+
+template <typename T>
+void read_range(hid_t ds, hid_t mem_type, hsize_t start, hsize_t count, T* out, const std::filesystem::path& path,
+                const char* name) {
+  if (count == 0) return;
+  Hid fspace(H5Dget_space(ds), H5Sclose);
+  check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr), "select hyperslab", path);
+  Hid mspace(H5Screate_simple(1, &count, nullptr), H5Sclose);
+  ZLORA_REQUIRE(H5Dread(ds, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out) >= 0,
+                "{}: cannot read {} [{}, {}) (corrupted file?)", path.string(), name, start, start + count);
+}
+
+}  // namespace
+
+TokenStore::TokenStore(const std::filesystem::path& path) : path_(path), h_(std::make_unique<Handles>()) {
+  QuietHdf5 quiet;
+  std::error_code ec;
+  ZLORA_REQUIRE(std::filesystem::exists(path, ec), "token store {} does not exist (make it with `zlora prepare`)",
+                path.string());
+#if H5_VERSION_GE(1, 12, 0)
+  const bool is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT) > 0;
+#else
+  const bool is_hdf5 = H5Fis_hdf5(path.c_str()) > 0;
+#endif
+  ZLORA_REQUIRE(is_hdf5,
+                "{}: not an HDF5 file (a zlora token store is made "
+                "by `zlora prepare`)",
+                path.string());
+  h_->file = Hid(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  ZLORA_REQUIRE(h_->file.valid(), "{}: cannot open the HDF5 file", path.string());
+  hid_t f = h_->file.get();
+  meta_.format_version = get_int(f, "format_version", path);
+  ZLORA_REQUIRE(meta_.format_version == kTokenStoreFormatVersion,
+                "{}: token store format version {} is not supported (this zlora reads version {}); rebuild it with "
+                "`zlora prepare`",
+                path.string(), meta_.format_version, kTokenStoreFormatVersion);
+  meta_.zlora_version = get_string(f, "zlora_version", path);
+  meta_.tokenizer_sha256 = get_string(f, "tokenizer_sha256", path);
+  meta_.vocab_size = get_int(f, "vocab_size", path);
+  meta_.template_name = get_string(f, "template", path);
+  meta_.cutoff_len = get_int(f, "cutoff_len", path);
+  meta_.train_on_prompt = get_int(f, "train_on_prompt", path) != 0;
+  meta_.mask_history = get_int(f, "mask_history", path) != 0;
+  meta_.num_samples = get_int(f, "num_samples", path);
+  meta_.num_tokens = get_int(f, "num_tokens", path);
+  meta_.num_label_tokens = get_int(f, "num_label_tokens", path);
+  meta_.num_dropped = get_int(f, "num_dropped", path);
+  try {
+    for (const auto& s : nlohmann::json::parse(get_string(f, "sources", path))) {
+      StoreSource src;
+      src.name = s.at("name");
+      src.files = s.at("files").get<std::vector<std::string>>();
+      src.sha256s = s.at("sha256").get<std::vector<std::string>>();
+      src.rows = s.at("rows");
+      src.invalid = s.at("invalid");
+      meta_.sources.push_back(std::move(src));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: attribute 'sources' is not valid ({})", path.string(), e.what());
+  }
+  ZLORA_REQUIRE(meta_.vocab_size > 0 && meta_.vocab_size < (int64_t(1) << 31), "{}: vocab_size {} is invalid",
+                path.string(), meta_.vocab_size);
+
+  hsize_t n_ids = 0, n_labels = 0, n_offsets = 0;
+  h_->ids = open_vector(f, "input_ids", 4, n_ids, path);
+  h_->labels = open_vector(f, "labels", 4, n_labels, path);
+  Hid offsets = open_vector(f, "offsets", 8, n_offsets, path);
+  // Bounds before allocating: a hostile header must not make us allocate terabytes.
+  ZLORA_REQUIRE(n_offsets >= 2 && n_offsets <= (hsize_t(1) << 32), "{}: offsets has {} entries (expected 2..2^32)",
+                path.string(), n_offsets);
+  ZLORA_REQUIRE(n_ids == n_labels, "{}: input_ids has {} tokens but labels {}", path.string(), n_ids, n_labels);
+  ZLORA_REQUIRE(int64_t(n_offsets - 1) == meta_.num_samples && int64_t(n_ids) == meta_.num_tokens,
+                "{}: the datasets ({} samples, {} tokens) disagree with the attributes ({} samples, {} tokens)",
+                path.string(), n_offsets - 1, n_ids, meta_.num_samples, meta_.num_tokens);
+  offsets_.resize(n_offsets);
+  read_range(offsets.get(), H5T_NATIVE_INT64, 0, n_offsets, offsets_.data(), path, "offsets");
+  ZLORA_REQUIRE(offsets_.front() == 0, "{}: offsets[0] is {}, expected 0", path.string(), offsets_.front());
+  for (size_t i = 1; i < offsets_.size(); ++i)
+    ZLORA_REQUIRE(offsets_[i] >= offsets_[i - 1], "{}: offsets are not monotone at sample {} ({} < {})", path.string(),
+                  i - 1, offsets_[i], offsets_[i - 1]);
+  ZLORA_REQUIRE(offsets_.back() == int64_t(n_ids), "{}: offsets end at {} but input_ids holds {} tokens", path.string(),
+                offsets_.back(), n_ids);
+}
+
+TokenStore::~TokenStore() = default;
+TokenStore::TokenStore(TokenStore&&) noexcept = default;
+
+std::vector<int64_t> TokenStore::lengths() const {
+  std::vector<int64_t> l(size());
+  for (size_t i = 0; i < l.size(); ++i) l[i] = offsets_[i + 1] - offsets_[i];
+  return l;
+}
+
+std::vector<StoredSample> TokenStore::read(const std::vector<size_t>& indices) const {
+  QuietHdf5 quiet;
+  std::vector<StoredSample> out(indices.size());
+  for (size_t k = 0; k < indices.size(); ++k) {
+    size_t i = indices[k];
+    ZLORA_REQUIRE(i < size(), "{}: sample index {} out of range (the store holds {} samples)", path_.string(), i,
+                  size());
+    hsize_t start = hsize_t(offsets_[i]), count = hsize_t(offsets_[i + 1] - offsets_[i]);
+    StoredSample& s = out[k];
+    s.input_ids.resize(count);
+    s.labels.resize(count);
+    read_range(h_->ids.get(), H5T_NATIVE_INT32, start, count, s.input_ids.data(), path_, "input_ids");
+    read_range(h_->labels.get(), H5T_NATIVE_INT32, start, count, s.labels.data(), path_, "labels");
+    for (size_t t = 0; t < count; ++t) {
+      ZLORA_REQUIRE(s.input_ids[t] >= 0 && s.input_ids[t] < meta_.vocab_size,
+                    "{}: sample {} token {} has id {} outside the vocabulary [0, {})", path_.string(), i, t,
+                    s.input_ids[t], meta_.vocab_size);
+      ZLORA_REQUIRE(s.labels[t] == -100 || s.labels[t] == s.input_ids[t],
+                    "{}: sample {} token {} has label {} (must be -100 or the token's id {})", path_.string(), i, t,
+                    s.labels[t], s.input_ids[t]);
+    }
+  }
+  return out;
+}
+
+void TokenStore::require_compatible(const std::string& tokenizer_sha256, const std::string& template_name) const {
+  ZLORA_REQUIRE(
+      tokenizer_sha256 == meta_.tokenizer_sha256,
+      "{} was built with another tokenizer (tokenizer.json sha256 {}) than this model's ({}); rebuild it with "
+      "`zlora prepare` or set overwrite_cache: true",
+      path_.string(), meta_.tokenizer_sha256, tokenizer_sha256);
+  ZLORA_REQUIRE(template_name == meta_.template_name,
+                "{} was built with template '{}' but this run uses '{}'; rebuild it with `zlora prepare` or set "
+                "overwrite_cache: true",
+                path_.string(), meta_.template_name, template_name);
+}
+
+}  // namespace zlora::data

@@ -1,0 +1,141 @@
+// `zlora prepare`, `info` and `tokenize` end to end against the node reference: LLaMA-Factory's qwen
+// rendering of huanhuan.json re-implemented in JavaScript (tools/golden/tokenizer/reference.mjs) with
+// @lenml/tokenizers' ids. Node or the reference missing is a failure, never a skip.
+#include "data_test_util.h"
+
+#include <nlohmann/json.hpp>
+
+namespace zlora::data {
+namespace {
+
+using nlohmann::json;
+using test::TempDir;
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+
+std::string tokenizer_dir() { return test::qwen_tokenizer_json().parent_path().string(); }
+
+// A dataset_dir holding the first `n` huanhuan rows (all when n == 0).
+std::filesystem::path huanhuan_dir(const TempDir& dir, size_t n) {
+  json rows = json::parse(test::read_file(test::shared_dir() / "data/huanhuan.json"));
+  if (n) rows.erase(rows.begin() + long(n), rows.end());
+  test::write_file(dir / "hh.json", rows.dump());
+  test::write_file(dir / "dataset_info.json", R"({"hh": {"file_name": "hh.json"}})");
+  return dir / "hh.json";
+}
+
+std::string prepare_args(const TempDir& dir, const std::string& out, int cutoff) {
+  return "prepare --dataset hh --dataset_dir " + dir.path().string() + " --template qwen --tokenizer " +
+         tokenizer_dir() + " --cutoff_len " + std::to_string(cutoff) + " --output " + (dir / out).string();
+}
+
+void expect_store_equals_reference(size_t n, int cutoff) {
+  TempDir dir;
+  auto data = huanhuan_dir(dir, n);
+  auto r = test::run_zlora(prepare_args(dir, "s.h5", cutoff));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto info = test::run_zlora("info " + (dir / "s.h5").string() + " --samples 0: --json");
+  ASSERT_EQ(info.exit_code, 0) << info.output.substr(0, 2000);
+  std::vector<json> got = json_lines(info.output);
+  std::vector<json> want =
+      json_lines(test::run_node("sft_reference.mjs " + data.string() + " " + std::to_string(cutoff)));
+  ASSERT_EQ(got.size(), want.size());
+  if (n) EXPECT_EQ(got.size(), n);
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i] && bad++ < 3)
+      ADD_FAILURE() << "sample " << i << "\n got: " << got[i] << "\nwant: " << want[i];
+  EXPECT_EQ(bad, 0u);
+}
+
+TEST(DataCli, Prepare64HuanhuanSamplesEqualsNodeReference) { expect_store_equals_reference(64, 1024); }
+
+TEST(DataCli, PrepareWholeHuanhuanEqualsNodeReference) { expect_store_equals_reference(0, 2048); }
+
+TEST(DataCli, ShortCutoffTruncatesLikeLlamaFactory) { expect_store_equals_reference(200, 48); }
+
+TEST(DataCli, TwoRanksWriteTheSameStoreAsOne) {
+  TempDir dir;
+  huanhuan_dir(dir, 300);
+  auto one = test::run_zlora(prepare_args(dir, "one.h5", 1024));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto two = test::run_command("mpiexec -n 2 --oversubscribe " + test::zlora_bin().string() + " " +
+                               prepare_args(dir, "two.h5", 1024));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  EXPECT_NE(two.output.find("on 2 rank(s)"), std::string::npos) << two.output;
+  auto a = test::run_zlora("info " + (dir / "one.h5").string() + " --samples 0: --json");
+  auto b = test::run_zlora("info " + (dir / "two.h5").string() + " --samples 0: --json");
+  ASSERT_EQ(a.exit_code, 0);
+  EXPECT_EQ(json_lines(a.output).size(), 300u);
+  EXPECT_EQ(a.output, b.output);
+  // Same attributes too (the first line names the file).
+  auto ia = test::run_zlora("info " + (dir / "one.h5").string()),
+       ib = test::run_zlora("info " + (dir / "two.h5").string());
+  EXPECT_EQ(ia.output.substr(ia.output.find('\n')), ib.output.substr(ib.output.find('\n')));
+}
+
+TEST(DataCli, TokenizeAndDecodeMatchReference) {
+  TempDir dir;
+  std::string in;
+  std::vector<json> cases;
+  std::istringstream golden(test::read_file(test::source_dir() / "tests/golden/tokenizer/qwen_cases.jsonl"));
+  for (std::string line; std::getline(golden, line);)
+    if (!line.empty()) {
+      cases.push_back(json::parse(line));
+      in += cases.back()["text"].dump() + "\n";
+    }
+  test::write_file(dir / "in.jsonl", in);
+  auto r = test::run_zlora("tokenize --tokenizer " + tokenizer_dir() + " < " + (dir / "in.jsonl").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output.substr(0, 1000);
+  auto got = json_lines(r.output);
+  // The node side re-encodes now (not just the committed goldens) so a changed reference is noticed.
+  auto want = json_lines(test::run_node("encode_jsonl.mjs", (dir / "in.jsonl").string()));
+  ASSERT_EQ(got.size(), cases.size());
+  ASSERT_EQ(want.size(), cases.size());
+  std::string ids;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    EXPECT_EQ(got[i], want[i]) << cases[i]["name"];
+    EXPECT_EQ(got[i], cases[i]["ids"]) << cases[i]["name"];
+    ids += got[i].dump() + "\n";
+  }
+  test::write_file(dir / "ids.jsonl", ids);
+  r = test::run_zlora("tokenize --decode --tokenizer " + tokenizer_dir() + " < " + (dir / "ids.jsonl").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output.substr(0, 1000);
+  auto texts = json_lines(r.output);
+  ASSERT_EQ(texts.size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) EXPECT_EQ(texts[i], cases[i]["decoded"]) << cases[i]["name"];
+}
+
+TEST(DataCli, Errors) {
+  TempDir dir;
+  huanhuan_dir(dir, 4);
+  auto r = test::run_zlora("prepare --dataset identity --dataset_dir " + dir.path().string() +
+                           " --template qwen --tokenizer " + tokenizer_dir() + " --output " + (dir / "x.h5").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("undefined dataset 'identity' in " + (dir / "dataset_info.json").string()), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("defined: hh"), std::string::npos) << r.output;
+  r = test::run_zlora(prepare_args(dir, "x.h5", 1024));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_zlora(prepare_args(dir, "x.h5", 1024));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("already exists; pass --overwrite true"), std::string::npos) << r.output;
+  r = test::run_zlora("info " + (dir / "hh.json").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("not an HDF5 file"), std::string::npos) << r.output;
+  r = test::run_zlora("info " + (dir / "x.h5").string() + " --samples 5-9 --json");
+  EXPECT_NE(r.output.find("is not a range A:B"), std::string::npos) << r.output;
+  test::write_file(dir / "bad.jsonl", "\"ok\"\n[1, 2]\n");
+  r = test::run_zlora("tokenize --tokenizer " + tokenizer_dir() + " < " + (dir / "bad.jsonl").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("stdin line 2: expected a JSON string"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace zlora::data
