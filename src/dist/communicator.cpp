@@ -315,7 +315,9 @@ std::unique_ptr<Communicator> make_communicator(const MpiRuntime& mpi, const Com
 #ifdef ZLORA_WITH_CUDA
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
-  if (kind == "nccl" || (kind == "auto" && devices > 0)) {
+  // auto: NCCL only when each rank of the node can have a GPU of its own (NCCL refuses to share one);
+  // ranks sharing a GPU (tests, debugging) get the MPI backend's host staging instead.
+  if (kind == "nccl" || (kind == "auto" && devices > 0 && mpi.local_size() <= devices)) {
     ZLORA_REQUIRE(devices > 0, "--comm nccl needs a CUDA GPU, and none is visible on rank {}; use --comm mpi",
                   mpi.rank());
     return std::make_unique<NcclCommunicator>(mpi, options.timeout_s);

@@ -58,7 +58,8 @@ struct CommOptions {
 };
 
 // The communicator over MPI_COMM_WORLD chosen by `options.kind`: "nccl" needs a CUDA build and a GPU,
-// "mpi" always works, "auto" picks NCCL when both are there, MPI otherwise. Errors name the choices.
+// "mpi" always works, "auto" picks NCCL when there is a GPU per rank of the node, MPI otherwise. Errors name the
+// choices.
 std::unique_ptr<Communicator> make_communicator(const MpiRuntime& mpi, const CommOptions& options);
 
 // Blocks the host until the current stream of `device` has drained (no-op on the CPU): needed before
