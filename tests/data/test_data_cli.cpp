@@ -112,6 +112,24 @@ TEST(DataCli, TokenizeAndDecodeMatchReference) {
   for (size_t i = 0; i < cases.size(); ++i) EXPECT_EQ(texts[i], cases[i]["decoded"]) << cases[i]["name"];
 }
 
+TEST(DataCli, EmbeddedDemoDatasetPrepares) {
+  TempDir dir;
+  auto r = test::run_zlora("prepare --dataset demo_identity --dataset_dir " +
+                           (test::source_dir() / "configs/demo-data").string() + " --template qwen --tokenizer " +
+                           tokenizer_dir() + " --cutoff_len 512 --output " + (dir / "demo.h5").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("40 kept, 0 dropped"), std::string::npos) << r.output;
+  auto info = test::run_zlora("info " + (dir / "demo.h5").string() + " --samples 0:1 --json");
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  json first = json::parse(info.output);
+  // Decoding the first sample gives back the qwen rendering of the first demo row.
+  std::vector<int32_t> ids = first["input_ids"];
+  EXPECT_EQ(test::qwen_tokenizer().decode(ids),
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\nI am zlora demo assistant, a small "
+            "model fine-tuned with zlora to show how LoRA training works on a cluster.<|im_end|>\n");
+}
+
 TEST(DataCli, Errors) {
   TempDir dir;
   huanhuan_dir(dir, 4);
