@@ -2,8 +2,10 @@
 #include "zlora/config/load.h"
 #include "zlora/core/error.h"
 #include "zlora/core/log.h"
+#include "zlora/train/sft.h"
 
 #include <cstdio>
+#include <filesystem>
 
 namespace zlora::cli {
 
@@ -25,10 +27,28 @@ int run_train(const Args& args, Session& session) {
     std::fputs(config::render(schema, r).c_str(), stdout);
     return kExitOk;
   }
-  session.start_mpi();
-  fail(
-      "training is not built yet (issue 'Trainer'); `zlora train --print_config` shows the resolved "
-      "configuration");
+
+  // The token store: --tokenized_path, or one inside output_dir. Missing (or overwrite_cache): prepared
+  // here from --dataset first, by all ranks in parallel, as LLaMA-Factory tokenizes before training.
+  auto& data = r.cfg.data;
+  if (!data.tokenized_path) {
+    data.tokenized_path = (std::filesystem::path(r.cfg.training.output_dir) / "tokenized.h5").string();
+    r.origins["tokenized_path"] = config::Origin{"default: <output_dir>/tokenized.h5"};
+  }
+  const bool have_store = std::filesystem::exists(*data.tokenized_path);
+  if (!have_store || data.overwrite_cache) {
+    if (data.dataset.empty())
+      fail("tokenized_path {} does not exist and no --dataset is given to prepare it from", *data.tokenized_path);
+    config::PrepareConfig prep;
+    prep.data = data;
+    prep.tokenizer = r.cfg.model.model_name_or_path;
+    prep.output = *data.tokenized_path;
+    prep.overwrite = true;
+    std::filesystem::create_directories(std::filesystem::path(prep.output).parent_path());
+    prepare_store(prep, session);
+  }
+  dist::MpiRuntime& mpi = session.start_mpi();
+  return train::run_sft(r, mpi);
 }
 
 }  // namespace zlora::cli

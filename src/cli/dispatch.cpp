@@ -19,6 +19,8 @@ const std::vector<Command>& commands() {
       {"info", "describe an HDF5 token store; dump samples as JSON", run_info, false},
       {"tokenize", "encode JSON-lines strings to token ids (or decode with --decode)", run_tokenize, false},
       {"plot", "redraw training_loss.svg/.png from an output directory", run_plot, false},
+      {"init-model", "write a model directory with random weights for any config.json (tests, benchmarks)",
+       run_init_model, false},
       {"config-reference", "print the options of every command as Markdown", run_config_reference, true},
   };
   return list;

@@ -2,6 +2,7 @@
 // its name; it returns the process exit code or throws zlora::Error.
 #pragma once
 
+#include "zlora/config/args.h"
 #include "zlora/dist/mpi_runtime.h"
 
 #include <memory>
@@ -47,6 +48,11 @@ int run_info(const Args& args, Session& session);
 int run_tokenize(const Args& args, Session& session);
 int run_plot(const Args& args, Session& session);
 int run_config_reference(const Args& args, Session& session);
+int run_init_model(const Args& args, Session& session);
+
+// Tokenizes cfg's datasets into the HDF5 store cfg.output, all MPI ranks in parallel (starts MPI).
+// Shared by `zlora prepare` and `zlora train` (which prepares a missing store first).
+int prepare_store(const config::PrepareConfig& cfg, Session& session);
 
 // True when `args` asks for help (-h / --help anywhere).
 bool wants_help(const Args& args);
