@@ -202,13 +202,17 @@ BpeCache::~BpeCache() = default;
 BpeCache::BpeCache(BpeCache&&) noexcept = default;
 
 const std::vector<int32_t>* BpeCache::find(std::string_view word) const {
-  auto it = map_.find(std::string(word));
+  auto it = map_.find(word);
   return it == map_.end() ? nullptr : &it->second;
 }
 
 void BpeCache::insert(std::string_view word, std::vector<int32_t> ids) {
-  if (map_.size() >= max_entries_) map_.clear();  // a bound, not an LRU: pathological inputs only
-  map_.emplace(std::string(word), std::move(ids));
+  if (map_.size() >= max_entries_) {  // a bound, not an LRU: pathological inputs only
+    map_.clear();
+    keys_.clear();
+  }
+  keys_.emplace_back(word);
+  map_.emplace(std::string_view(keys_.back()), std::move(ids));
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -34,7 +35,9 @@ class BpeCache {
 
  private:
   size_t max_entries_;
-  std::unordered_map<std::string, std::vector<int32_t>> map_;
+  // Keys view strings owned by keys_ (a deque never moves its elements), so lookups need no allocation.
+  std::deque<std::string> keys_;
+  std::unordered_map<std::string_view, std::vector<int32_t>> map_;
   std::unique_ptr<EncodeScratch> scratch_;
 };
 
