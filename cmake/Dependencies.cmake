@@ -38,6 +38,19 @@ target_compile_definitions(zlora_pcre2 INTERFACE PCRE2_CODE_UNIT_WIDTH=8)
 add_library(zlora_torch INTERFACE IMPORTED)
 target_link_libraries(zlora_torch INTERFACE ${TORCH_LIBRARIES})
 target_include_directories(zlora_torch INTERFACE ${TORCH_INCLUDE_DIRS})
+# PyTorch 2.x wheels bundle fmt 12 headers in torch/include; spdlog (system) needs the system fmt it was
+# built with, so a LibTorch translation unit that logs would see two fmt versions (measured: spdlog's
+# common.h fails against fmt 12 on the GPU machine). A shadow directory holding only the system fmt is
+# put in front of LibTorch's include path, so <fmt/...> means the system fmt everywhere.
+list(GET TORCH_INCLUDE_DIRS 0 _zlora_torch_inc)
+if(EXISTS "${_zlora_torch_inc}/fmt/format.h")
+  find_path(ZLORA_SYSTEM_FMT_INCLUDE fmt/format.h PATHS /usr/include /usr/local/include NO_DEFAULT_PATH REQUIRED)
+  set(_zlora_fmt_shadow "${PROJECT_BINARY_DIR}/fmt-shadow")
+  file(MAKE_DIRECTORY "${_zlora_fmt_shadow}")
+  file(CREATE_LINK "${ZLORA_SYSTEM_FMT_INCLUDE}/fmt" "${_zlora_fmt_shadow}/fmt" SYMBOLIC)
+  target_include_directories(zlora_torch SYSTEM BEFORE INTERFACE "${_zlora_fmt_shadow}")
+  message(STATUS "zlora: LibTorch bundles fmt; using the system fmt in ${ZLORA_SYSTEM_FMT_INCLUDE} first")
+endif()
 separate_arguments(_zlora_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
 target_compile_options(zlora_torch INTERFACE ${_zlora_torch_flags})
 

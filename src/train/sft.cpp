@@ -107,13 +107,19 @@ class Zero3WeightStore : public model::WeightStore {
                    at::Device device, at::ScalarType dtype, int64_t prefetch)
       : config_(config), device_(device), dtype_(dtype) {
     std::vector<zero::UnitSpec> specs;
+    const int64_t last = config.num_units() - 1;
     for (int64_t u = 0; u < config.num_units(); ++u) {
       zero::UnitSpec spec;
-      for (const auto& w : model::unit_weight_specs(config, u)) spec.push_back({w.name, w.shape});
+      for (const auto& w : model::unit_weight_specs(config, u)) {
+        // The partitioned store keeps each name once; the head's copy of a tied matrix gets an alias.
+        const bool tied_copy = u == last && config.tie_word_embeddings && w.name == model::lm_head_weight_name(config);
+        spec.push_back({tied_copy ? kTiedAlias + w.name : w.name, w.shape});
+      }
       specs.push_back(std::move(spec));
     }
     auto loader = [&st](const std::string& name, int64_t offset, int64_t count) {
-      return model::load_flat_range(st, name, offset, offset + count, at::TensorOptions().dtype(at::kFloat));
+      const std::string real = name.rfind(kTiedAlias, 0) == 0 ? name.substr(kTiedAlias.size()) : name;
+      return model::load_flat_range(st, real, offset, offset + count, at::TensorOptions().dtype(at::kFloat));
     };
     zero::WeightStoreOptions opt;
     opt.dtype = dtype;
@@ -134,7 +140,8 @@ class Zero3WeightStore : public model::WeightStore {
       pinned_ = unit;
     }
     model::UnitWeights w;
-    for (auto& [name, t] : store_->acquire(static_cast<int>(unit))) w.set(name, t);
+    for (auto& [name, t] : store_->acquire(static_cast<int>(unit)))
+      w.set(name.rfind(kTiedAlias, 0) == 0 ? name.substr(kTiedAlias.size()) : name, t);
     return w;
   }
   void release(int64_t unit) override { store_->release(static_cast<int>(unit)); }
@@ -142,6 +149,7 @@ class Zero3WeightStore : public model::WeightStore {
   int64_t local_numel() const { return store_->local_numel(); }
 
  private:
+  inline static const std::string kTiedAlias = "tied_lm_head:";
   void unpin() {
     if (pinned_ >= 0) store_->release(static_cast<int>(pinned_));
     pinned_ = -1;
@@ -276,7 +284,13 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   // ---- 1. device, precision, communicator ----
   const at::Device device = resolve_device(c.training.device, mpi.local_rank());
   const at::ScalarType dtype = compute_dtype(c);
-  auto comm = dist::make_communicator(mpi, {c.dist.comm, static_cast<double>(c.training.ddp_timeout)});
+  // NCCL moves GPU tensors only: a CPU run takes the MPI backend whatever `auto` would pick.
+  std::string comm_kind = c.dist.comm;
+  if (device.is_cpu()) {
+    if (comm_kind == "nccl") fail("comm nccl needs the CUDA device; this run is on the CPU (use --comm mpi or auto)");
+    comm_kind = "mpi";
+  }
+  auto comm = dist::make_communicator(mpi, {comm_kind, static_cast<double>(c.training.ddp_timeout)});
   log::info("world size {} ({}), device {} ({}), compute {}, ZeRO stage {}{}", world, comm->backend(), device.str(),
             device_name(device), c10::toString(dtype), c.dist.zero_stage,
             c.dist.offload_optimizer == "cpu" ? " + CPU optimizer offload" : "");
