@@ -26,6 +26,7 @@
 #include "zlora/train/sampler.h"
 #include "zlora/train/schedule.h"
 #include "zlora/train/step_plan.h"
+#include "zlora/zero/memory_plan.h"
 #include "zlora/zero/weight_store.h"
 #include "zlora/zero/zero_optimizer.h"
 
@@ -274,6 +275,49 @@ FlopsModel flops_model(const model::ModelConfig& c, const model::LoraAdapter& lo
   return f;
 }
 
+// The start-of-run memory plan (printed by rank 0; refused before any large allocation when it cannot
+// fit on the device, naming the stage/offload that would).
+zero::MemoryPlanInput memory_plan_input(const model::ModelConfig& c, const TrainConfig& cfg, at::ScalarType dtype,
+                                        int world, const at::Device& device, int64_t micro_batch_tokens) {
+  zero::MemoryPlanInput in;
+  int64_t largest = 0, total = 0;
+  for (int64_t u = 0; u < c.num_units(); ++u) {
+    int64_t n = 0;
+    for (const auto& w : model::unit_weight_specs(c, u)) {
+      int64_t e = 1;
+      for (int64_t d : w.shape) e *= d;
+      n += e;
+    }
+    largest = std::max(largest, n);
+    total += n;
+  }
+  if (c.tie_word_embeddings) total -= c.vocab_size * c.hidden_size;  // listed in two units, stored once
+  in.base_params = total;
+  in.largest_unit_params = largest;
+  const int64_t r = cfg.lora.lora_rank, h = c.hidden_size, i = c.intermediate_size;
+  const int64_t per_layer_all = r * ((h + c.q_dim()) + 2 * (h + c.kv_dim()) + (c.q_dim() + h) + 3 * (h + i));
+  in.lora_params = c.num_hidden_layers * per_layer_all;  // an upper bound when only some modules are targeted
+  in.num_layers = c.num_hidden_layers;
+  in.hidden_size = h;
+  in.intermediate_size = i;
+  in.vocab_size = c.vocab_size;
+  in.kv_hidden = c.kv_dim();
+  in.compute_dtype_bytes = dtype == at::kFloat ? 4 : 2;
+  in.tokens_per_micro_batch = micro_batch_tokens;
+  in.gradient_checkpointing = false;
+  in.stage = static_cast<int>(cfg.dist.zero_stage);
+  in.offload = cfg.dist.offload_optimizer == "cpu";
+  in.world_size = world;
+  in.prefetch_units = cfg.dist.stage3_prefetch_layers;
+#ifdef ZLORA_WITH_CUDA
+  if (device.is_cuda()) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) in.free_device_bytes = static_cast<int64_t>(free_b);
+  }
+#endif
+  return in;
+}
+
 }  // namespace
 
 int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi) {
@@ -313,6 +357,13 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   else
     log::warn("{} has no tokenizer.json: cannot check that the token store was made with the model's tokenizer",
               model_dir.string());
+  {
+    const int64_t mbt = resolve_micro_batch_tokens(c.dist.micro_batch_tokens, c.training.per_device_train_batch_size,
+                                                   c.data.cutoff_len);
+    const zero::MemoryPlanInput plan_in = memory_plan_input(mcfg, c, dtype, world, device, mbt);
+    log::info("memory plan per rank:\n{}", zero::plan_memory(plan_in).describe());
+    zero::require_fits(plan_in);
+  }
   model::SafetensorsModel st(model_dir);
   std::unique_ptr<model::WeightStore> weights;
   if (c.dist.zero_stage == 3) {
@@ -501,7 +552,7 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
     if (rank == 0) {
       StepStats ss;
       ss.loss = step_loss;
-      ss.lr = lr;
+      ss.lr = schedule.lr(global_step);  // HF logs the rate after the scheduler's step: the next step's
       ss.grad_norm = grad_norm;
       ss.tokens = plan.global_tokens;
       ss.samples = static_cast<long long>(plan.step_samples.size());
