@@ -35,6 +35,7 @@
 #include <torch/torch.h>
 
 #ifdef ZLORA_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime.h>
 #endif
@@ -206,6 +207,18 @@ void get_optimizer_state(const ckpt::Payload& p, const std::string& origin, zero
   } catch (const nlohmann::json::exception& e) {
     fail("{}: corrupt optimizer state: {}", origin, e.what());
   }
+}
+
+// Dropout and NEFTune draw on the compute device, so the generator must live there too.
+at::Generator make_generator(const at::Device& d, uint64_t seed) {
+#ifdef ZLORA_WITH_CUDA
+  if (d.is_cuda()) {
+    at::Generator g = at::cuda::detail::createCUDAGenerator(d.index());
+    g.set_current_seed(seed);
+    return g;
+  }
+#endif
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
 }
 
 std::string generator_state(const at::Generator& g) {
@@ -454,7 +467,7 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   comm->barrier()->wait();
 
   // RNG for LoRA dropout and NEFTune: per rank, so ranks draw different masks for different samples.
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) * 1000003ull + rank + 1);
+  at::Generator gen = make_generator(device, static_cast<uint64_t>(seed) * 1000003ull + rank + 1);
   SamplerPosition position;
   std::optional<TrainerState> resumed_state;
   std::string resumed_logger;
