@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # README command 2: installs what is missing, builds, and runs the whole test suite: ctest (unit tests,
 # MPI tests under mpiexec, end-to-end CLI tests, fuzz-regression replays), then every libFuzzer target
-# for a bounded time (ZLORA_FUZZ_SECONDS per target, default 15; 0 skips).
+# for a bounded, repeatable run (ZLORA_FUZZ_RUNS inputs from a fixed seed, default 4000; 0 skips;
+# tools/fuzz.sh SECONDS runs them for a time instead, for long campaigns).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/tools/bootstrap.sh"
 "$root/tools/build.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 (cd "${ZLORA_BUILD_DIR:-$root/build}" && ctest --output-on-failure -j"$(nproc)" "$@")
-seconds=${ZLORA_FUZZ_SECONDS:-15}
-if [ "$seconds" != 0 ]; then
-  "$root/tools/fuzz.sh" "$seconds"
+runs=${ZLORA_FUZZ_RUNS:-4000}
+if [ "$runs" != 0 ]; then
+  ZLORA_FUZZ_RUNS=$runs "$root/tools/fuzz.sh"
 fi

@@ -41,7 +41,7 @@ int run_tokenize(const Args& args, Session&) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       fail("stdin line {}: not JSON ({})", n, e.what());
     }
     if (decode) {

@@ -201,7 +201,7 @@ Schema<TrainConfig> make_train_schema() {
       "bf16", t, [](R & r) -> auto& { return r.training.bf16; }, "Compute in bfloat16 (LoRA master weights fp32).");
   s.add(
       "fp16", t, [](R & r) -> auto& { return r.training.fp16; },
-      "Compute in float16 with dynamic loss scaling (LoRA master weights fp32).");
+      "Compute in float16; refused at start until dynamic loss scaling is implemented (use bf16).");
   s.add(
        "seed", t, [](R & r) -> auto& { return r.training.seed; },
        "Seed for LoRA initialisation, dropout, NEFTune and data shuffling.")

@@ -76,6 +76,8 @@ json parse_json(const std::string& body, const std::string& path) {
         ++col;
     }
     fail("DeepSpeed config {}:{}:{}: malformed JSON ({})", path, line, col, e.what());
+  } catch (const json::exception& e) {  // e.g. a number beyond double's range (found by fuzzing)
+    fail("DeepSpeed config {}: invalid JSON ({})", path, e.what());
   }
 }
 

@@ -43,6 +43,8 @@ nlohmann::json parse_json(std::string_view text, const std::string& origin) {
     return nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
     fail_at(text, 0, e, origin);
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number beyond double's range
+    fail("{}: invalid JSON ({})", origin, e.what());
   }
 }
 
@@ -67,6 +69,8 @@ std::vector<nlohmann::json> parse_json_rows(std::string_view text, const std::st
         rows.push_back(nlohmann::json::parse(line.begin(), line.end()));
       } catch (const nlohmann::json::parse_error& e) {
         fail_at(text, start, e, origin);
+      } catch (const nlohmann::json::exception& e) {
+        fail("{}: invalid JSON on the line starting at byte {} ({})", origin, start, e.what());
       }
     }
     start = end + 1;

@@ -339,6 +339,10 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   const stdfs::path output_dir = c.training.output_dir;
 
   // ---- 1. device, precision, communicator ----
+  if (c.training.fp16)
+    fail(
+        "fp16 training needs dynamic loss scaling, which zlora does not implement yet; use --bf16 (Ampere or "
+        "newer GPUs) or fp32");
   const at::Device device = resolve_device(c.training.device, mpi.local_rank());
   const at::ScalarType dtype = compute_dtype(c);
   // NCCL moves GPU tensors only: a CPU run takes the MPI backend whatever `auto` would pick.
