@@ -1,4 +1,5 @@
 #include "zlora/cli/commands.h"
+#include "zlora/cli/options.h"
 #include "zlora/core/error.h"
 #include "zlora/core/text.h"
 #include "zlora/data/prepare.h"
@@ -42,13 +43,7 @@ int run_info(const Args& args, Session&) {
   all.add(opts).add_options()("store", po::value<std::string>());
   po::positional_options_description pos;
   pos.add("store", 1);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    fail("zlora info: {} (see `zlora info --help`)", e.what());
-  }
+  po::variables_map vm = parse_options("info", all, args, pos);
   ZLORA_REQUIRE(vm.count("store"), "zlora info needs the token store: zlora info STORE.h5");
   data::TokenStore store(vm["store"].as<std::string>());
   const bool json = vm["json"].as<bool>();

@@ -3,6 +3,7 @@
 // init: normal(0, initializer_range) for matrices, ones for norms, zeros for biases; one safetensors
 // shard per ~`shard_gb` with model.safetensors.index.json, like save_pretrained.
 #include "zlora/cli/commands.h"
+#include "zlora/cli/options.h"
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
 #include "zlora/core/log.h"
@@ -39,13 +40,7 @@ int run_init_model(const Args& args, Session&) {
     std::cout << opts;
     return kExitOk;
   }
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    fail("init-model: {} (see `zlora init-model --help`)", e.what());
-  }
+  po::variables_map vm = parse_options("init-model", opts, args);
   if (!vm.count("config") || !vm.count("output")) fail("init-model needs --config CONFIG.json and --output DIR");
   const stdfs::path out = vm["output"].as<std::string>();
   const bool overwrite = vm["overwrite"].as<bool>();

@@ -1,4 +1,5 @@
 #include "zlora/cli/commands.h"
+#include "zlora/cli/options.h"
 #include "zlora/core/error.h"
 #include "zlora/data/tokenizer.h"
 
@@ -24,13 +25,7 @@ int run_tokenize(const Args& args, Session&) {
     std::cout << opts;
     return kExitOk;
   }
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    fail("zlora tokenize: {} (see `zlora tokenize --help`)", e.what());
-  }
+  po::variables_map vm = parse_options("tokenize", opts, args);
   ZLORA_REQUIRE(vm.count("tokenizer"), "zlora tokenize needs --tokenizer <model directory or tokenizer.json>");
   data::Tokenizer tok = data::Tokenizer::load(vm["tokenizer"].as<std::string>());
   const bool decode = vm["decode"].as<bool>();
