@@ -3,17 +3,57 @@
 #   jobs/mpirun_example.sh configs/qwen2.5-7b_lora_sft.yaml                   # 8 GPUs of this node
 #   NP=16 HOSTS=node1:8,node2:8 jobs/mpirun_example.sh CONFIG.yaml --deepspeed configs/deepspeed/ds_z1.json
 #   NP=2 jobs/mpirun_example.sh CONFIG.yaml --comm mpi                        # 2 ranks sharing one GPU
+# Preemption: SIGUSR1 to this script (or to any rank) makes zlora save a checkpoint at the next step
+# boundary and exit with 75; the script then relaunches from `latest`, at most MAX_REQUEUES times.
+# SIGTERM/SIGINT to this script also checkpoint, but stop: run the script again with RESUME=1 to go on.
+# RESUME=1 marks a launch as a restart (resume from output_dir's checkpoint, or start over when there is
+# none, see jobs/resume_args.sh). OUTPUT_DIR overrides the output_dir read from the flags or the YAML.
 set -euo pipefail
 
 CONFIG=${1:?usage: $0 CONFIG.yaml [zlora train flags]}
 shift
 NP=${NP:-8}
 ZLORA=${ZLORA:-zlora}
+MAX_REQUEUES=${MAX_REQUEUES:-10}
 HOST_ARGS=()
 if [[ -n "${HOSTS:-}" ]]; then HOST_ARGS=(--host "$HOSTS"); fi
+# Extra mpirun options, e.g. MPIRUN_ARGS=--oversubscribe when NP exceeds the cores.
+read -r -a EXTRA_ARGS <<< "${MPIRUN_ARGS:-}"
+# shellcheck source=jobs/resume_args.sh
+source "$(dirname "${BASH_SOURCE[0]}")/resume_args.sh"
+OUT=$(zlora_output_dir "$CONFIG" "$@")
 
-# -x exports the variables to every rank (remote hosts too); --bind-to none leaves CPU placement to
-# OpenMP; --map-by ppr:N:node would pin N ranks per node. Add --oversubscribe when NP exceeds cores.
-exec mpirun -np "$NP" "${HOST_ARGS[@]}" --bind-to none \
-  -x NCCL_DEBUG="${NCCL_DEBUG:-WARN}" -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" -x PATH -x LD_LIBRARY_PATH \
-  "$ZLORA" train "$CONFIG" "$@"
+MPIRUN_PID=""
+STOP=0
+# mpirun forwards SIGUSR1 to the ranks; SIGTERM it would turn into a kill, so the ranks get USR1 too.
+forward() {
+  if [[ -n "$MPIRUN_PID" ]]; then kill -USR1 "$MPIRUN_PID" 2> /dev/null || true; fi
+}
+trap 'echo "zlora job: USR1, asking the ranks to checkpoint; the job will be relaunched"; forward' USR1
+trap 'echo "zlora job: stop requested, asking the ranks to checkpoint"; STOP=1; forward' TERM INT
+
+restarted=${RESUME:-0}
+for ((attempt = 0; ; attempt++)); do
+  mapfile -t RESUME_ARGS < <(zlora_resume_args "$restarted" "$OUT")
+  # -x exports the variables to every rank (remote hosts too); --bind-to none leaves CPU placement to
+  # OpenMP; --map-by ppr:N:node would pin N ranks per node.
+  mpirun -np "$NP" "${HOST_ARGS[@]}" "${EXTRA_ARGS[@]}" --bind-to none \
+    -x NCCL_DEBUG="${NCCL_DEBUG:-WARN}" -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" -x PATH -x LD_LIBRARY_PATH \
+    "$ZLORA" train "$CONFIG" "$@" "${RESUME_ARGS[@]}" &
+  MPIRUN_PID=$!
+  rc=0
+  wait "$MPIRUN_PID" || rc=$?
+  # A trapped signal interrupts `wait` (status > 128) while mpirun still runs: wait for its own status.
+  while ((rc > 128)) && kill -0 "$MPIRUN_PID" 2> /dev/null; do
+    rc=0
+    wait "$MPIRUN_PID" || rc=$?
+  done
+  MPIRUN_PID=""
+  if ((rc != 75)) || ((STOP)); then exit "$rc"; fi
+  if ((attempt >= MAX_REQUEUES)); then
+    echo "zlora job: preempted again after $MAX_REQUEUES relaunches; giving up (run again with RESUME=1)" >&2
+    exit "$rc"
+  fi
+  echo "zlora job: zlora checkpointed and exited with 75 (preempted); relaunching from the latest checkpoint"
+  restarted=1
+done

@@ -1,5 +1,6 @@
 #include "zlora/ckpt/checkpoint.h"
 
+#include "zlora/ckpt/fault.h"
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
 #include "zlora/core/sha256.h"
@@ -32,21 +33,56 @@ struct Comm {
       MPI_Comm_size(comm, &size);
     }
   }
-  // Every rank learns whether every rank succeeded; a failing rank throws its own message, the others
-  // a pointer to it. Doubles as a barrier, which is what orders the protocol's phases.
+  // Every rank learns whether every rank succeeded, and why not: the failing ranks' messages are
+  // gathered to all, so whichever rank reports first (under mpiexec, rank 0's report and MPI_Abort end the
+  // job before a slower rank prints) tells the real reason, e.g. rank 1's "File too large", prefixed with
+  // what was being done. Doubles as a barrier, which is what orders the protocol's phases.
   void check(const std::string& local_error, const std::string& what) const {
     int ok = local_error.empty() ? 1 : 0, all_ok = ok;
     if (comm != MPI_COMM_NULL) MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm);
-    if (!ok) fail("{}", local_error);
-    if (!all_ok) fail("{}: failed on another rank (that rank prints the reason)", what);
+    if (all_ok) return;
+    if (comm == MPI_COMM_NULL) fail("{}: {}", what, local_error);
+    // Collective on the failure path only (every rank saw all_ok == 0): each rank's message, in rank order.
+    std::string mine = ok ? std::string() : local_error;
+    int len = int(mine.size());
+    std::vector<int> lens(static_cast<size_t>(size)), offsets(static_cast<size_t>(size));
+    MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm);
+    int total = 0;
+    for (int r = 0; r < size; ++r) offsets[size_t(r)] = total, total += lens[size_t(r)];
+    std::string all(size_t(total), '\0');
+    MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, comm);
+    std::string reasons;
+    for (int r = 0; r < size; ++r) {
+      if (lens[size_t(r)] == 0) continue;
+      reasons += fmt::format("{}rank {}: {}", reasons.empty() ? "" : "; ", r,
+                             all.substr(size_t(offsets[size_t(r)]), size_t(lens[size_t(r)])));
+    }
+    fail("{} failed on {}", what, reasons);
   }
 };
+
+// "cannot create directory" from "filesystem error: cannot create directory: Permission denied [...]".
+std::string op_of(const stdfs::filesystem_error& e) {
+  std::string what = e.what();
+  const std::string prefix = "filesystem error: ";
+  if (text::starts_with(what, prefix)) what = what.substr(prefix.size());
+  auto colon = what.find(':');
+  return colon == std::string::npos ? std::string("file system operation") : what.substr(0, colon);
+}
 
 template <typename F>
 std::string capture(F&& f) {
   try {
     f();
     return {};
+  } catch (const stdfs::filesystem_error& e) {
+    // std::filesystem's own wording ("filesystem error: cannot create directory: Permission denied [p]")
+    // rearranged into zlora's: the path, quoted, then the reason.
+    std::string path = e.path1().empty() ? std::string() : " '" + e.path1().string() + "'";
+    return fmt::format("{}{}: {}", op_of(e), path,
+                       e.code().category() == std::generic_category() || e.code().category() == std::system_category()
+                           ? fs::errno_message(e.code().value())
+                           : e.code().message());
   } catch (const std::exception& e) {
     std::string msg = e.what();
     return msg.empty() ? "unknown error" : msg;
@@ -130,19 +166,23 @@ stdfs::path save_checkpoint(const stdfs::path& output_dir, const SaveRequest& re
   const std::string what = fmt::format("saving checkpoint {}", final_dir.string());
 
   // Phase 1 (rank 0): a fresh temporary directory; a leftover from a crashed save of this step goes.
-  comm.check(comm.rank == 0 ? capture([&] {
+  comm.check(capture([&] {
+               fault_point("save_begin", comm.rank);
+               if (comm.rank != 0) return;
                stdfs::create_directories(output_dir);
                stdfs::remove_all(tmp_dir);
                stdfs::create_directory(tmp_dir);
-             })
-                            : std::string(),
+             }),
              what);
 
   // Phase 2 (every rank): its payload under a temporary name, fsync, rename (fs::write_file_atomic).
   FileEntry mine{rank_file_name(comm.rank), uint64_t(req.payload.size()), {}};
   comm.check(capture([&] {
                mine.sha256 = sha256_hex(req.payload);
+               fault_point_partial_write("rank_file_half", comm.rank, fs::temp_sibling(tmp_dir / mine.name),
+                                         req.payload);
                fs::write_file_atomic(tmp_dir / mine.name, req.payload);
+               fault_point("rank_file_done", comm.rank);
              }),
              what);
 
@@ -185,12 +225,18 @@ stdfs::path save_checkpoint(const stdfs::path& output_dir, const SaveRequest& re
         fs::fsync_path(p);  // the callback's files may not have been synced by their writer
         m.files.push_back(entry_for(p));
       }
-      fs::write_file_atomic(tmp_dir / kManifestName, m.to_json().dump(2) + "\n");
+      fault_point("before_manifest", comm.rank);
+      const std::string manifest = m.to_json().dump(2) + "\n";
+      fault_point_partial_write("manifest_half", comm.rank, fs::temp_sibling(tmp_dir / kManifestName), manifest);
+      fs::write_file_atomic(tmp_dir / kManifestName, manifest);
       fs::fsync_path(tmp_dir);
+      fault_point("before_rename", comm.rank);
       // Saving a step that already exists (a resumed run re-saving it) replaces the old directory.
       if (stdfs::exists(final_dir)) stdfs::remove_all(final_dir);
       fs::rename_durable(tmp_dir, final_dir);
+      fault_point("before_latest", comm.rank);
       fs::write_file_atomic(output_dir / kLatestName, name + "\n");
+      fault_point("after_latest", comm.rank);
       if (req.save_total_limit) prune_checkpoints(output_dir, *req.save_total_limit);
     });
   }
@@ -325,7 +371,12 @@ std::vector<stdfs::path> clean_stale(const stdfs::path& output_dir) {
     // fs::write_file_atomic's temporaries ("<name>.tmp.<pid>") of `latest` and the JSON logs.
     bool tmp_file = e.is_regular_file() && name.find(".tmp.") != std::string::npos;
     if (tmp_ckpt || tmp_file) {
-      stdfs::remove_all(e.path());
+      // A requeued job on an output_dir that became read-only stops here, before any training.
+      std::error_code rm;
+      stdfs::remove_all(e.path(), rm);
+      if (rm)
+        fail("cannot remove '{}', left by an interrupted save: {}; output_dir must be writable to train or resume",
+             e.path().string(), fs::errno_message(rm.value()));
       removed.push_back(e.path());
     }
   }

@@ -1,5 +1,6 @@
 #include "zlora/ckpt/preempt.h"
 
+#include "zlora/ckpt/fault.h"
 #include "zlora/core/error.h"
 
 #include <atomic>
@@ -43,6 +44,9 @@ void clear_preempt() { g_signal.store(0, std::memory_order_relaxed); }
 
 bool agree_preempt(MPI_Comm comm) {
   int mine = preempt_requested() ? 1 : 0, any = mine;
+  int rank = 0;
+  if (comm != MPI_COMM_NULL) MPI_Comm_rank(comm, &rank);
+  fault_point("step_boundary", rank);  // the peers are about to wait in the allreduce for this rank
   if (comm != MPI_COMM_NULL) {
     int rc = MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm);
     ZLORA_REQUIRE(rc == MPI_SUCCESS, "agreeing on preemption: MPI_Allreduce failed (code {})", rc);

@@ -17,11 +17,13 @@ using nlohmann::json;
 namespace {
 
 // Files a zlora (or LLaMA-Factory) run leaves at the top of output_dir. --overwrite_output_dir removes
-// exactly these and the checkpoints; anything else the user keeps there is left alone.
+// exactly these and the checkpoints; anything else the user keeps there is left alone. profile.json is
+// written by profile_steps (train/sft.cpp).
 const std::vector<std::string>& run_output_files() {
   static const std::vector<std::string> names = {
-      kRunDescriptorName, kLatestName,         "trainer_log.jsonl", "trainer_state.json",        "train_results.json",
-      "all_results.json", "training_loss.svg", "training_loss.png", "adapter_model.safetensors", "adapter_config.json"};
+      kRunDescriptorName,          kLatestName,           "trainer_log.jsonl", "trainer_state.json",
+      "train_results.json",        "all_results.json",    "training_loss.svg", "training_loss.png",
+      "adapter_model.safetensors", "adapter_config.json", "profile.json"};
   return names;
 }
 
@@ -69,7 +71,9 @@ OutputDirResult prepare_output_dir(const stdfs::path& output_dir, const RunDescr
   OutputDirResult res;
   ZLORA_REQUIRE(!stdfs::exists(output_dir) || stdfs::is_directory(output_dir),
                 "output_dir '{}' exists and is not a directory", output_dir.string());
-  stdfs::create_directories(output_dir);
+  std::error_code mk;
+  stdfs::create_directories(output_dir, mk);
+  if (mk) fail("cannot create output_dir '{}': {}", output_dir.string(), fs::errno_message(mk.value()));
   const stdfs::path desc_path = output_dir / kRunDescriptorName;
   if (stdfs::is_regular_file(desc_path)) {
     json j = json::parse(fs::read_file(desc_path), nullptr, false);

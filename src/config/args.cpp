@@ -201,7 +201,7 @@ Schema<TrainConfig> make_train_schema() {
       "bf16", t, [](R & r) -> auto& { return r.training.bf16; }, "Compute in bfloat16 (LoRA master weights fp32).");
   s.add(
       "fp16", t, [](R & r) -> auto& { return r.training.fp16; },
-      "Compute in float16; refused at start until dynamic loss scaling is implemented (use bf16).");
+      "Compute in float16 with dynamic loss scaling (LoRA master weights fp32); GPU only with LibTorch 1.13.");
   s.add(
        "seed", t, [](R & r) -> auto& { return r.training.seed; },
        "Seed for LoRA initialisation, dropout, NEFTune and data shuffling.")
@@ -282,6 +282,12 @@ Schema<TrainConfig> make_train_schema() {
   s.add(
        "micro_batch_tokens", d, [](R & r) -> auto& { return r.dist.micro_batch_tokens; },
        "Token budget of a packed micro-batch; 0: per_device_train_batch_size x cutoff_len.")
+      .range(0, kBig);
+  s.add(
+       "profile_steps", d, [](R & r) -> auto& { return r.dist.profile_steps; },
+       "Time the last N steps phase by phase (data, forward, backward, communication, optimizer) with the "
+       "device synchronised between phases, and print the breakdown at the end; 0 = off. Synchronising "
+       "slows those steps: benchmarks profile in a separate run.")
       .range(0, kBig);
   s.add(
        "loss_scale", d, [](R & r) -> auto& { return r.dist.loss_scale; },

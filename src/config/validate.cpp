@@ -41,6 +41,30 @@ void validate(Resolved<TrainConfig>& r) {
          origin_of(r, "do_train"));
   if (c.training.bf16 && c.training.fp16)
     fail("bf16 ({}) and fp16 ({}) are both true; choose one precision", origin_of(r, "bf16"), origin_of(r, "fp16"));
+  if (c.training.fp16) {
+    // DeepSpeed's fp16 block (zero/loss_scaler.h); checked here so the message names where a value came from.
+    const auto& d = c.dist;
+    if (!(d.loss_scale >= 0) || !std::isfinite(d.loss_scale))
+      fail("loss_scale {} ({}) must be 0 (dynamic loss scaling) or a positive static scale",
+           format_double(d.loss_scale), origin_of(r, "loss_scale"));
+    if (d.loss_scale == 0) {
+      if (d.initial_scale_power < 0 || d.initial_scale_power > 64)
+        fail("initial_scale_power {} ({}) must be in 0..64: the first loss scale is 2^N (DeepSpeed's default 16)",
+             d.initial_scale_power, origin_of(r, "initial_scale_power"));
+      if (d.loss_scale_window < 1)
+        fail("loss_scale_window {} ({}) must be at least 1 step", d.loss_scale_window,
+             origin_of(r, "loss_scale_window"));
+      if (d.hysteresis < 1)
+        fail("hysteresis {} ({}) must be at least 1 (1 halves the scale at the first overflow)", d.hysteresis,
+             origin_of(r, "hysteresis"));
+      if (!(d.min_loss_scale > 0) || !std::isfinite(d.min_loss_scale))
+        fail("min_loss_scale {} ({}) must be positive", format_double(d.min_loss_scale),
+             origin_of(r, "min_loss_scale"));
+      if (std::ldexp(1.0, static_cast<int>(d.initial_scale_power)) < d.min_loss_scale)
+        fail("the initial loss scale 2^{} ({}) is below min_loss_scale {} ({})", d.initial_scale_power,
+             origin_of(r, "initial_scale_power"), format_double(d.min_loss_scale), origin_of(r, "min_loss_scale"));
+    }
+  }
   if (c.data.dataset.empty() && !c.data.tokenized_path)
     fail(
         "no training data: set --dataset (names in <dataset_dir>/dataset_info.json) or --tokenized_path "

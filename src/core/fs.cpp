@@ -37,6 +37,25 @@ std::string errno_text() { return std::strerror(errno); }
 
 }  // namespace
 
+// The hints say what to do, so that "File too large" is not mistaken for a bug in zlora.
+std::string errno_message(int err) {
+  std::string text = std::strerror(err);
+  switch (err) {
+    case ENOSPC:
+    case EDQUOT:
+      return text + " (the file system is full or over quota: free space there or choose another directory)";
+    case EFBIG:
+      return text + " (beyond the process's file-size limit, `ulimit -f`, or the file system's largest file)";
+    case EROFS:
+      return text + " (the file system is mounted read-only: remount it writable or choose another directory)";
+    case EACCES:
+    case EPERM:
+      return text + " (this user may not write there: check the directory's owner and permissions)";
+    default:
+      return text;
+  }
+}
+
 std::filesystem::path temp_sibling(const std::filesystem::path& path) {
   return path.parent_path() / (path.filename().string() + ".tmp." + std::to_string(::getpid()));
 }
@@ -49,7 +68,7 @@ void fsync_path(const std::filesystem::path& path) {
 
 void rename_durable(const std::filesystem::path& from, const std::filesystem::path& to) {
   if (::rename(from.c_str(), to.c_str()) != 0)
-    fail("cannot rename '{}' to '{}': {}", from.string(), to.string(), errno_text());
+    fail("cannot rename '{}' to '{}': {}", from.string(), to.string(), errno_message(errno));
   auto parent = to.parent_path().empty() ? std::filesystem::path(".") : to.parent_path();
   fsync_path(parent);
 }
@@ -58,23 +77,26 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view conte
   auto tmp = temp_sibling(path);
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (fd.get() < 0) fail("cannot create '{}': {}", tmp.string(), errno_text());
+    if (fd.get() < 0)
+      fail("cannot create '{}' (the temporary file for '{}'): {}", tmp.string(), path.string(), errno_message(errno));
     const char* p = contents.data();
     size_t left = contents.size();
     while (left > 0) {
       ssize_t n = ::write(fd.get(), p, left);
       if (n < 0) {
         if (errno == EINTR) continue;
-        std::string why = errno_text();
+        const int err = errno;
+        // The half-written temporary goes: `path` itself was never touched.
         ::unlink(tmp.c_str());
-        fail("cannot write '{}': {}", tmp.string(), why);
+        fail("cannot write '{}' ({} of {} bytes written to '{}', now removed): {}", path.string(),
+             contents.size() - left, contents.size(), tmp.filename().string(), errno_message(err));
       }
       p += n, left -= static_cast<size_t>(n);
     }
     if (::fsync(fd.get()) != 0) {
-      std::string why = errno_text();
+      const int err = errno;
       ::unlink(tmp.c_str());
-      fail("cannot sync '{}': {}", tmp.string(), why);
+      fail("cannot write '{}' (fsync of '{}' failed): {}", path.string(), tmp.filename().string(), errno_message(err));
     }
   }
   rename_durable(tmp, path);
@@ -86,7 +108,7 @@ std::string read_file(const std::filesystem::path& path, size_t max_bytes) {
   if (ec) fail("cannot read '{}': {}", path.string(), ec.message());
   if (size > max_bytes) fail("'{}' is {} bytes, more than the {} allowed", path.string(), size, max_bytes);
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open '{}'", path.string());
+  if (!in) fail("cannot open '{}': {}", path.string(), errno_text());
   std::string out(size, '\0');
   in.read(out.data(), static_cast<std::streamsize>(size));
   if (static_cast<size_t>(in.gcount()) != size) fail("short read of '{}'", path.string());

@@ -67,17 +67,24 @@ const json* field(const json& row, const std::string& key) {
 }  // namespace
 
 DatasetRegistry DatasetRegistry::load(const stdfs::path& dataset_dir) {
+  stdfs::path info_path = dataset_dir / "dataset_info.json";
+  std::error_code ec;
+  ZLORA_REQUIRE(stdfs::exists(info_path, ec),
+                "cannot open {}: no such file (--dataset_dir must be the folder holding dataset_info.json)",
+                info_path.string());
+  // A registry is a few KB; the cap keeps a mistaken path (a data file, a device) from being slurped.
+  return from_json(fs::read_file(info_path, size_t(64) << 20), dataset_dir, info_path.string());
+}
+
+DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::path& dataset_dir,
+                                           const std::string& origin) {
   DatasetRegistry reg;
   reg.dir_ = dataset_dir;
-  reg.info_path_ = dataset_dir / "dataset_info.json";
-  std::error_code ec;
-  ZLORA_REQUIRE(stdfs::exists(reg.info_path_, ec),
-                "cannot open {}: no such file (--dataset_dir must be the folder holding dataset_info.json)",
-                reg.info_path_.string());
-  json info = parse_json(fs::read_file(reg.info_path_), reg.info_path_.string());
-  ZLORA_REQUIRE(info.is_object(), "{}: must be a JSON object of dataset names to entries", reg.info_path_.string());
+  reg.info_path_ = origin;
+  json info = parse_json(text, origin);
+  ZLORA_REQUIRE(info.is_object(), "{}: must be a JSON object of dataset names to entries", origin);
   for (auto& [name, e] : info.items()) {
-    std::string where = reg.info_path_.string() + ": dataset '" + name + "'";
+    std::string where = origin + ": dataset '" + name + "'";
     ZLORA_REQUIRE(e.is_object(), "{}: entry must be an object", where);
     DatasetAttr a;
     a.name = name;
@@ -89,10 +96,16 @@ DatasetRegistry DatasetRegistry::load(const stdfs::path& dataset_dir) {
                   "{}: needs \"file_name\" (a JSON or JSONL file, or a folder of them, under {})", where,
                   dataset_dir.string());
     a.file_name = e["file_name"].get<std::string>();
-    if (e.contains("formatting")) a.formatting = e["formatting"].get<std::string>();
+    if (e.contains("formatting")) {
+      ZLORA_REQUIRE(e["formatting"].is_string(), "{}: \"formatting\" must be a string (alpaca or sharegpt)", where);
+      a.formatting = e["formatting"].get<std::string>();
+    }
     ZLORA_REQUIRE(a.formatting == "alpaca" || a.formatting == "sharegpt",
                   "{}: formatting '{}' is not supported (supported: alpaca, sharegpt)", where, a.formatting);
-    ZLORA_REQUIRE(!e.value("ranking", false), "{}: ranking datasets are for preference training, not SFT", where);
+    if (e.contains("ranking") && !e["ranking"].is_null()) {
+      ZLORA_REQUIRE(e["ranking"].is_boolean(), "{}: \"ranking\" must be true or false", where);
+      ZLORA_REQUIRE(!e["ranking"].get<bool>(), "{}: ranking datasets are for preference training, not SFT", where);
+    }
     ZLORA_REQUIRE(!e.contains("num_samples"), "{}: num_samples (random resampling) is not supported; use --max_samples",
                   where);
     bool alpaca = a.formatting == "alpaca";
@@ -115,11 +128,13 @@ DatasetRegistry DatasetRegistry::load(const stdfs::path& dataset_dir) {
     }
     if (e.contains("tags")) {
       ZLORA_REQUIRE(!alpaca, "{}: \"tags\" apply to sharegpt datasets only", where);
+      ZLORA_REQUIRE(e["tags"].is_object(), "{}: \"tags\" must be an object", where);
       for (auto& [k, v] : e["tags"].items()) {
         ZLORA_REQUIRE(kSharegptTags.count(k),
                       "{}: tag '{}' is not supported (supported: role_tag, content_tag, "
                       "user_tag, assistant_tag, observation_tag, function_tag, system_tag)",
                       where, k);
+        ZLORA_REQUIRE(v.is_string(), "{}: tags.{} must be a string", where, k);
         a.tags[k] = v.get<std::string>();
       }
     }
@@ -247,9 +262,14 @@ std::vector<stdfs::path> data_files(const stdfs::path& dir, const DatasetAttr& a
   return files;
 }
 
+}  // namespace
+
 // A column named by the mapping that no row has is a configuration error, not an empty value.
 void check_columns(const DatasetAttr& a, const std::vector<json>& rows, const std::string& file) {
-  for (const auto& [key, column] : a.columns) {
+  for (const auto& entry : a.columns) {
+    // Not a structured binding: lambdas may not capture those before C++20 (clang refuses).
+    const std::string& key = entry.first;
+    const std::string& column = entry.second;
     if (key == "query" && !a.explicit_query) continue;  // the default "input" may be absent
     bool any =
         std::any_of(rows.begin(), rows.end(), [&](const json& r) { return r.is_object() && r.contains(column); });
@@ -264,8 +284,6 @@ void check_columns(const DatasetAttr& a, const std::vector<json>& rows, const st
     }
   }
 }
-
-}  // namespace
 
 LoadedData load_datasets(const config::DataArgs& args) {
   ZLORA_REQUIRE(!args.dataset.empty(), "no dataset given: set --dataset to names defined in {}/dataset_info.json",

@@ -28,6 +28,34 @@ std::string short_reason(const nlohmann::json::parse_error& e) {
   return colon == std::string::npos ? what : what.substr(colon + 2);
 }
 
+// Deeper nesting than any real file has: nlohmann parses iteratively, but copying, comparing and dumping
+// a value recurse once per level, so a hostile "[[[[..." of a few hundred KB would overflow the stack.
+constexpr size_t kMaxJsonDepth = 512;
+
+// Refuses a document nested deeper than kMaxJsonDepth before it is parsed (a scan outside strings).
+void require_depth(std::string_view text, size_t base, std::string_view doc, const std::string& origin) {
+  size_t depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < doc.size(); ++i) {
+    char c = doc[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) {
+        TextPosition p = position_of(text, base + i);
+        fail("{}:{}:{}: malformed JSON: nested deeper than {} levels", origin, p.line, p.column, kMaxJsonDepth);
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+}
+
 [[noreturn]] void fail_at(std::string_view text, size_t base, const nlohmann::json::parse_error& e,
                           const std::string& origin) {
   // e.byte is 1-based: the position of the character that made parsing fail.
@@ -39,6 +67,7 @@ std::string short_reason(const nlohmann::json::parse_error& e) {
 }  // namespace
 
 nlohmann::json parse_json(std::string_view text, const std::string& origin) {
+  require_depth(text, 0, text, origin);
   try {
     return nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
@@ -65,6 +94,7 @@ std::vector<nlohmann::json> parse_json_rows(std::string_view text, const std::st
     if (end == std::string_view::npos) end = text.size();
     std::string_view line = text.substr(start, end - start);
     if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
+      require_depth(text, start, line, origin);
       try {
         rows.push_back(nlohmann::json::parse(line.begin(), line.end()));
       } catch (const nlohmann::json::parse_error& e) {

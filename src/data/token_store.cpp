@@ -2,6 +2,7 @@
 
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
+#include "zlora/data/json_file.h"
 
 #include <hdf5.h>
 #include <nlohmann/json.hpp>
@@ -55,6 +56,17 @@ void check(herr_t rc, const std::string& what, const std::filesystem::path& path
   ZLORA_REQUIRE(rc >= 0, "HDF5 error: {} ({})", what, path.string());
 }
 
+// The longest string attribute read (the 'sources' JSON of thousands of files is well under 1 MiB).
+constexpr size_t kMaxStringAttribute = size_t(16) << 20;
+
+// An attribute is read into one value: H5Aread writes every element of its dataspace, so a hostile
+// attribute of 1000 elements read into one int64 would overrun it.
+void require_scalar(hid_t attr, const char* name, const std::filesystem::path& path) {
+  Hid space(H5Aget_space(attr), H5Sclose);
+  ZLORA_REQUIRE(space.valid() && H5Sget_simple_extent_npoints(space.get()) == 1,
+                "{}: attribute '{}' must hold a single value", path.string(), name);
+}
+
 // -- attributes on the root group
 
 void put_string(hid_t loc, const char* name, const std::string& value, const std::filesystem::path& path) {
@@ -80,11 +92,14 @@ std::string get_string(hid_t loc, const char* name, const std::filesystem::path&
                 "`zlora prepare`",
                 path.string(), name);
   Hid attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  ZLORA_REQUIRE(attr.valid(), "{}: cannot open attribute '{}' (corrupted file?)", path.string(), name);
+  require_scalar(attr.get(), name, path);
   Hid type(H5Aget_type(attr.get()), H5Tclose);
-  ZLORA_REQUIRE(H5Tget_class(type.get()) == H5T_STRING && !H5Tis_variable_str(type.get()),
+  ZLORA_REQUIRE(H5Tget_class(type.get()) == H5T_STRING && H5Tis_variable_str(type.get()) == 0,
                 "{}: attribute '{}' is not a fixed-length string", path.string(), name);
   size_t n = H5Tget_size(type.get());
-  ZLORA_REQUIRE(n < (size_t(1) << 30), "{}: attribute '{}' is implausibly large ({} bytes)", path.string(), name, n);
+  ZLORA_REQUIRE(n > 0 && n <= kMaxStringAttribute, "{}: attribute '{}' has an implausible size ({} bytes)",
+                path.string(), name, n);
   std::string buf(n, '\0');
   check(H5Aread(attr.get(), type.get(), buf.data()), std::string("read attribute ") + name, path);
   buf.resize(strnlen(buf.data(), buf.size()));
@@ -97,6 +112,8 @@ int64_t get_int(hid_t loc, const char* name, const std::filesystem::path& path) 
                 "`zlora prepare`",
                 path.string(), name);
   Hid attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  ZLORA_REQUIRE(attr.valid(), "{}: cannot open attribute '{}' (corrupted file?)", path.string(), name);
+  require_scalar(attr.get(), name, path);
   Hid type(H5Aget_type(attr.get()), H5Tclose);
   ZLORA_REQUIRE(H5Tget_class(type.get()) == H5T_INTEGER, "{}: attribute '{}' is not an integer", path.string(), name);
   int64_t v = 0;
@@ -175,19 +192,71 @@ struct TokenStore::Handles {
 
 namespace {
 
-// Opens a 1-D integer dataset of `bytes`-wide elements and returns it with its length.
-Hid open_vector(hid_t file, const char* name, size_t bytes, hsize_t& length, const std::filesystem::path& path) {
+// Deflate never expands data more than 1032:1; with HDF5's chunk headers 1100 is a safe ceiling.
+constexpr uint64_t kMaxCompressionRatio = 1100;
+// The writer's chunks hold 2^16 elements; HDF5 allocates a whole chunk to read from it, so a hostile
+// chunk shape must not ask for gigabytes.
+constexpr hsize_t kMaxChunkElements = hsize_t(1) << 20;
+
+// Checks a dataset's storage the way the writer lays it out (contiguous, compact or chunked; only the
+// shuffle, deflate and fletcher32 filters; no external files or virtual sources) and bounds its length
+// by the bytes that actually back it, so the element count read from the header can be allocated.
+void check_storage(hid_t ds, const char* name, size_t bytes, hsize_t length, uint64_t file_size,
+                   const std::filesystem::path& path) {
+  Hid dcpl(H5Dget_create_plist(ds), H5Pclose);
+  ZLORA_REQUIRE(dcpl.valid(), "{}: cannot read the storage properties of dataset '{}'", path.string(), name);
+  H5D_layout_t layout = H5Pget_layout(dcpl.get());
+  ZLORA_REQUIRE(layout == H5D_CONTIGUOUS || layout == H5D_COMPACT || layout == H5D_CHUNKED,
+                "{}: dataset '{}' has an unsupported storage layout (a zlora token store is contiguous or chunked)",
+                path.string(), name);
+  ZLORA_REQUIRE(H5Pget_external_count(dcpl.get()) == 0,
+                "{}: dataset '{}' refers to external files; a zlora token store is self-contained", path.string(),
+                name);
+  if (layout == H5D_CHUNKED) {
+    hsize_t chunk = 0;
+    ZLORA_REQUIRE(H5Pget_chunk(dcpl.get(), 1, &chunk) == 1 && chunk > 0 && chunk <= kMaxChunkElements,
+                  "{}: dataset '{}' has an implausible chunk shape", path.string(), name);
+  }
+  int nfilters = H5Pget_nfilters(dcpl.get());
+  ZLORA_REQUIRE(nfilters >= 0 && nfilters <= 8, "{}: dataset '{}' has an unreadable filter pipeline", path.string(),
+                name);
+  bool compressed = false;
+  for (int k = 0; k < nfilters; ++k) {
+    unsigned flags = 0;
+    size_t nvalues = 0;
+    H5Z_filter_t f = H5Pget_filter2(dcpl.get(), unsigned(k), &flags, &nvalues, nullptr, 0, nullptr, nullptr);
+    ZLORA_REQUIRE(f == H5Z_FILTER_DEFLATE || f == H5Z_FILTER_SHUFFLE || f == H5Z_FILTER_FLETCHER32,
+                  "{}: dataset '{}' uses HDF5 filter {}; a zlora token store uses only shuffle and deflate",
+                  path.string(), name, int(f));
+    compressed = compressed || f == H5Z_FILTER_DEFLATE;
+  }
+  const uint64_t stored = H5Dget_storage_size(ds);
+  ZLORA_REQUIRE(stored <= file_size, "{}: dataset '{}' claims {} bytes of storage in a {}-byte file", path.string(),
+                name, stored, file_size);
+  const uint64_t backed = stored * (compressed ? kMaxCompressionRatio : 1);
+  ZLORA_REQUIRE(length <= backed / bytes,
+                "{}: dataset '{}' declares {} elements but only {} bytes back it (truncated or corrupted file?)",
+                path.string(), name, length, stored);
+}
+
+// Opens a 1-D integer dataset of `bytes`-wide signed elements and returns it with its (storage-checked)
+// length.
+Hid open_vector(hid_t file, const char* name, size_t bytes, hsize_t& length, uint64_t file_size,
+                const std::filesystem::path& path) {
   ZLORA_REQUIRE(H5Lexists(file, name, H5P_DEFAULT) > 0, "{}: not a zlora token store (dataset '{}' is missing)",
                 path.string(), name);
   Hid ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
   ZLORA_REQUIRE(ds.valid(), "{}: cannot open dataset '{}'", path.string(), name);
   Hid type(H5Dget_type(ds.get()), H5Tclose);
-  ZLORA_REQUIRE(H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) == bytes,
-                "{}: dataset '{}' must hold {}-byte integers", path.string(), name, bytes);
+  ZLORA_REQUIRE(H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) == bytes &&
+                    H5Tget_sign(type.get()) == H5T_SGN_2,
+                "{}: dataset '{}' must hold {}-byte signed integers", path.string(), name, bytes);
   Hid space(H5Dget_space(ds.get()), H5Sclose);
-  ZLORA_REQUIRE(H5Sget_simple_extent_ndims(space.get()) == 1, "{}: dataset '{}' must be one-dimensional", path.string(),
-                name);
-  H5Sget_simple_extent_dims(space.get(), &length, nullptr);
+  ZLORA_REQUIRE(space.valid() && H5Sget_simple_extent_ndims(space.get()) == 1,
+                "{}: dataset '{}' must be one-dimensional", path.string(), name);
+  ZLORA_REQUIRE(H5Sget_simple_extent_dims(space.get(), &length, nullptr) == 1,
+                "{}: cannot read the length of dataset '{}'", path.string(), name);
+  check_storage(ds.get(), name, bytes, length, file_size, path);
   return ds;
 }
 
@@ -218,6 +287,8 @@ TokenStore::TokenStore(const std::filesystem::path& path) : path_(path), h_(std:
                 "{}: not an HDF5 file (a zlora token store is made "
                 "by `zlora prepare`)",
                 path.string());
+  const uint64_t file_size = std::filesystem::file_size(path, ec);
+  ZLORA_REQUIRE(!ec, "{}: cannot read its size: {}", path.string(), ec.message());
   h_->file = Hid(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   ZLORA_REQUIRE(h_->file.valid(), "{}: cannot open the HDF5 file", path.string());
   hid_t f = h_->file.get();
@@ -237,26 +308,36 @@ TokenStore::TokenStore(const std::filesystem::path& path) : path_(path), h_(std:
   meta_.num_tokens = get_int(f, "num_tokens", path);
   meta_.num_label_tokens = get_int(f, "num_label_tokens", path);
   meta_.num_dropped = get_int(f, "num_dropped", path);
-  try {
-    for (const auto& s : nlohmann::json::parse(get_string(f, "sources", path))) {
-      StoreSource src;
-      src.name = s.at("name");
-      src.files = s.at("files").get<std::vector<std::string>>();
-      src.sha256s = s.at("sha256").get<std::vector<std::string>>();
-      src.rows = s.at("rows");
-      src.invalid = s.at("invalid");
-      meta_.sources.push_back(std::move(src));
+  {
+    const std::string origin = path.string() + ": attribute 'sources'";
+    nlohmann::json sources = parse_json(get_string(f, "sources", path), origin);
+    ZLORA_REQUIRE(sources.is_array(), "{} must be a JSON array", origin);
+    auto count = [&](const nlohmann::json& s, const char* key) {
+      ZLORA_REQUIRE(s.contains(key) && s[key].is_number_integer(), "{}: '{}' must be an integer", origin, key);
+      return s[key].get<int64_t>();
+    };
+    try {
+      for (const auto& s : sources) {
+        ZLORA_REQUIRE(s.is_object(), "{}: each source must be an object", origin);
+        StoreSource src;
+        src.name = s.at("name").get<std::string>();
+        src.files = s.at("files").get<std::vector<std::string>>();
+        src.sha256s = s.at("sha256").get<std::vector<std::string>>();
+        src.rows = count(s, "rows");
+        src.invalid = count(s, "invalid");
+        meta_.sources.push_back(std::move(src));
+      }
+    } catch (const nlohmann::json::exception& e) {
+      fail("{} is not valid ({})", origin, e.what());
     }
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: attribute 'sources' is not valid ({})", path.string(), e.what());
   }
   ZLORA_REQUIRE(meta_.vocab_size > 0 && meta_.vocab_size < (int64_t(1) << 31), "{}: vocab_size {} is invalid",
                 path.string(), meta_.vocab_size);
 
   hsize_t n_ids = 0, n_labels = 0, n_offsets = 0;
-  h_->ids = open_vector(f, "input_ids", 4, n_ids, path);
-  h_->labels = open_vector(f, "labels", 4, n_labels, path);
-  Hid offsets = open_vector(f, "offsets", 8, n_offsets, path);
+  h_->ids = open_vector(f, "input_ids", 4, n_ids, file_size, path);
+  h_->labels = open_vector(f, "labels", 4, n_labels, file_size, path);
+  Hid offsets = open_vector(f, "offsets", 8, n_offsets, file_size, path);
   // Bounds before allocating: a hostile header must not make us allocate terabytes.
   ZLORA_REQUIRE(n_offsets >= 2 && n_offsets <= (hsize_t(1) << 32), "{}: offsets has {} entries (expected 2..2^32)",
                 path.string(), n_offsets);

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <utility>
 
 namespace zlora::data {
 
@@ -165,8 +166,10 @@ class Regex {
   Regex(const std::string& pattern, const std::string& origin) {
     int err = 0;
     PCRE2_SIZE at = 0;
-    code_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
-                              &at, nullptr));
+    // NEVER_BACKSLASH_C: \C matches one byte of a character, and a match ending mid-character would make
+    // the next pcre2_match (run with NO_UTF_CHECK) start inside one, which PCRE2 leaves undefined.
+    code_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                              PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &err, &at, nullptr));
     if (!code_) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof msg);
@@ -182,15 +185,97 @@ class Regex {
   std::unique_ptr<pcre2_code, CodeDeleter> code_;
 };
 
+// Merge (rank, merged id) keyed by the pair of token ids (left << 32 | right). BPE looks up every
+// adjacent pair of every word, so this is the innermost lookup of encoding: an open-addressing table
+// (power-of-two size, linear probing, one multiply to hash) costs a few loads where std::unordered_map
+// costs a modulo and a pointer chase per probe. Built once at load, read-only afterwards.
+class MergeTable {
+ public:
+  struct Merge {
+    int32_t rank;
+    int32_t id;
+  };
+
+  // Keeps the first merge of a pair listed twice (the lower rank), as the former map's emplace did.
+  void insert(uint64_t key, int32_t rank, int32_t id) {
+    // Load factor <= 3/4 keeps probe runs short while the table stays small: Qwen's 151k merges fill
+    // 262k slots (4 MiB), and lookups are bound by cache misses, so a smaller table is a faster one.
+    if (4 * (size_ + 1) > 3 * slots_.size()) grow();
+    Slot* s = probe(key);
+    if (s->key == kEmpty) {
+      *s = {key, {rank, id}};
+      ++size_;
+    }
+  }
+  const Merge* find(uint64_t key) const {
+    if (slots_.empty()) return nullptr;
+    const Slot* s = probe(key);
+    return s->key == kEmpty ? nullptr : &s->merge;
+  }
+
+ private:
+  struct Slot {
+    uint64_t key;
+    Merge merge;
+  };
+  // Token ids are < 2^31, so no real key has all 64 bits set.
+  static constexpr uint64_t kEmpty = ~uint64_t(0);
+
+  size_t slot_of(uint64_t key) const {
+    // Fibonacci hashing: the multiply mixes both ids into the high bits, which pick the slot.
+    return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_);
+  }
+  // The slot holding `key`, or the empty slot where it would go.
+  Slot* probe(uint64_t key) { return const_cast<Slot*>(std::as_const(*this).probe(key)); }
+  const Slot* probe(uint64_t key) const {
+    size_t mask = slots_.size() - 1;
+    for (size_t i = slot_of(key);; i = (i + 1) & mask)
+      if (slots_[i].key == key || slots_[i].key == kEmpty) return &slots_[i];
+  }
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    size_t n = std::max<size_t>(64, 2 * old.size());
+    slots_.assign(n, Slot{kEmpty, {0, 0}});
+    shift_ = 64 - __builtin_ctzll(n);
+    for (const Slot& s : old)
+      if (s.key != kEmpty) *probe(s.key) = s;
+  }
+
+  std::vector<Slot> slots_;
+  size_t size_ = 0;
+  int shift_ = 64;
+};
+
 }  // namespace
 
+// One symbol of a word being merged by BPE: a token id in a doubly linked list over the word's bytes
+// (HF's models/bpe/word.rs). A symbol merged into its left neighbour is marked dead, not erased.
+struct BpeSymbol {
+  int32_t id;
+  int32_t prev, next;  // indices into the symbol array, -1 at either end
+  bool alive;
+};
+// A candidate merge of the symbol at `pos` with its right neighbour.
+struct BpeMerge {
+  int32_t rank;
+  int32_t pos;
+  int32_t id;           // merged token id
+  int32_t left, right;  // the pair's token ids when it was queued
+};
+
 // Per-thread scratch for PCRE2 (match data, a JIT stack large enough for 10k-character whitespace runs)
-// plus the word -> ids memo.
+// and the buffers of pre-tokenization and BPE, reused from call to call so that encoding a text does
+// not allocate in the steady state.
 struct EncodeScratch {
   std::unique_ptr<pcre2_match_data, MatchDataDeleter> match{pcre2_match_data_create(16, nullptr)};
   std::unique_ptr<pcre2_match_context, MatchContextDeleter> context{pcre2_match_context_create(nullptr)};
   std::unique_ptr<pcre2_jit_stack, JitStackDeleter> jit_stack{
       pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr)};
+  std::vector<BpeSymbol> symbols;
+  std::vector<BpeMerge> heap;
+  std::vector<std::string_view> pieces, next_pieces;
+  std::vector<int32_t> word_ids;
+  std::string mapped_word;  // a word in byte-level characters, for the ignore_merges vocab lookup
   EncodeScratch() {
     if (!match || !context || !jit_stack) fail("out of memory creating PCRE2 match state");
     pcre2_jit_stack_assign(context.get(), nullptr, jit_stack.get());
@@ -201,18 +286,46 @@ BpeCache::BpeCache(size_t max_entries) : max_entries_(max_entries), scratch_(std
 BpeCache::~BpeCache() = default;
 BpeCache::BpeCache(BpeCache&&) noexcept = default;
 
-const std::vector<int32_t>* BpeCache::find(std::string_view word) const {
-  auto it = map_.find(word);
-  return it == map_.end() ? nullptr : &it->second;
+// The slot of `word`, or the empty slot where it would go.
+size_t BpeCache::probe(std::string_view word, uint64_t hash) const {
+  size_t mask = slots_.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    const Slot& s = slots_[i];
+    if (s.ids_len == 0) return i;
+    if (s.hash == hash && s.key_len == word.size() && keys_.compare(s.key_at, s.key_len, word) == 0) return i;
+  }
 }
 
-void BpeCache::insert(std::string_view word, std::vector<int32_t> ids) {
-  if (map_.size() >= max_entries_) {  // a bound, not an LRU: pathological inputs only
-    map_.clear();
+bool BpeCache::find(std::string_view word, const int32_t** first, const int32_t** last) const {
+  if (slots_.empty()) return false;
+  const Slot& s = slots_[probe(word, std::hash<std::string_view>()(word))];
+  if (s.ids_len == 0) return false;
+  *first = ids_.data() + s.ids_at;
+  *last = *first + s.ids_len;
+  return true;
+}
+
+void BpeCache::insert(std::string_view word, const std::vector<int32_t>& ids) {
+  if (ids.empty()) return;      // ids_len == 0 marks an empty slot (and no non-empty word encodes to nothing)
+  if (size_ >= max_entries_) {  // a bound, not an LRU: pathological inputs only
+    std::fill(slots_.begin(), slots_.end(), Slot{});
     keys_.clear();
+    ids_.clear();
+    size_ = 0;
   }
-  keys_.emplace_back(word);
-  map_.emplace(std::string_view(keys_.back()), std::move(ids));
+  if (2 * (size_ + 1) > slots_.size()) {  // grow: re-place every entry in a table twice the size
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(std::max<size_t>(1024, 2 * old.size()), Slot{});
+    for (const Slot& s : old)
+      if (s.ids_len) slots_[probe(std::string_view(keys_).substr(s.key_at, s.key_len), s.hash)] = s;
+  }
+  uint64_t hash = std::hash<std::string_view>()(word);
+  Slot& s = slots_[probe(word, hash)];
+  if (s.ids_len) return;  // already cached
+  s = {hash, uint32_t(keys_.size()), uint32_t(word.size()), uint32_t(ids_.size()), uint32_t(ids.size())};
+  keys_.append(word);
+  ids_.insert(ids_.end(), ids.begin(), ids.end());
+  ++size_;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -223,7 +336,8 @@ struct Tokenizer::Impl {
   std::unordered_map<std::string, int32_t> vocab;  // model vocab + added tokens
   std::vector<std::string> id_to_token;            // "" for holes
   std::vector<bool> is_special;
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left,right) -> (rank, merged id)
+  std::vector<bool> in_model_vocab;  // by id: listed in model.vocab (not only in added_tokens)
+  MergeTable merges;                 // pair_key(left, right) -> (rank, merged id)
   std::array<int32_t, 256> byte_ids{};
   bool ignore_merges = false;
   bool nfc = false;
@@ -234,10 +348,10 @@ struct Tokenizer::Impl {
 
   static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
 
-  std::vector<int32_t> bpe(std::string_view word) const;
+  void bpe(std::string_view word, EncodeScratch& scratch, std::vector<int32_t>& ids) const;
   void encode_words(std::string_view normalized, std::vector<int32_t>& out, BpeCache& cache) const;
   void encode_segment(std::string_view raw, std::vector<int32_t>& out, BpeCache& cache) const;
-  std::string normalize(std::string_view s) const;
+  std::string_view normalize(std::string_view s, std::string& storage) const;
 };
 
 namespace {
@@ -262,8 +376,17 @@ std::vector<Piece> split_added(std::string_view s, const std::vector<AddedToken>
     out.push_back({s, -1});
     return out;
   }
+  // Only a position whose byte starts some added token can match: skip the others without comparing
+  // against every token (Qwen's 26 added tokens all start with '<', which Chinese prose rarely holds).
+  std::array<bool, 256> starts{};
+  for (size_t k : which)
+    if (!added[k].content.empty()) starts[static_cast<unsigned char>(added[k].content[0])] = true;
   size_t last = 0, pos = 0;
   while (pos < s.size()) {
+    if (!starts[static_cast<unsigned char>(s[pos])]) {
+      ++pos;
+      continue;
+    }
     const AddedToken* best = nullptr;
     for (size_t k : which) {
       const AddedToken& t = added[k];
@@ -295,65 +418,97 @@ std::vector<Piece> split_added(std::string_view s, const std::vector<AddedToken>
 
 }  // namespace
 
-std::string Tokenizer::Impl::normalize(std::string_view s) const {
-  if (!nfc) return std::string(s);
+// NFC of `s`: `s` itself when it is already NFC (nearly always), else the normalized text in `storage`.
+std::string_view Tokenizer::Impl::normalize(std::string_view s, std::string& storage) const {
+  if (!nfc) return s;
   bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-  if (ascii) return std::string(s);  // ASCII is always NFC
+  if (ascii) return s;  // ASCII is always NFC
   UErrorCode ec = U_ZERO_ERROR;
   const icu::Normalizer2* n = icu::Normalizer2::getNFCInstance(ec);
   if (U_FAILURE(ec)) fail("ICU NFC normalizer unavailable: {}", u_errorName(ec));
   icu::StringPiece sp(s.data(), static_cast<int32_t>(s.size()));
-  if (n->isNormalizedUTF8(sp, ec) && U_SUCCESS(ec)) return std::string(s);
-  std::string out;
-  icu::StringByteSink<std::string> sink(&out);
+  if (n->isNormalizedUTF8(sp, ec) && U_SUCCESS(ec)) return s;
+  storage.clear();
+  icu::StringByteSink<std::string> sink(&storage);
   ec = U_ZERO_ERROR;
   n->normalizeUTF8(0, sp, sink, nullptr, ec);
   if (U_FAILURE(ec)) fail("NFC normalization failed: {}", u_errorName(ec));
-  return out;
+  return storage;
 }
 
-std::vector<int32_t> Tokenizer::Impl::bpe(std::string_view word) const {
+void Tokenizer::Impl::bpe(std::string_view word, EncodeScratch& scratch, std::vector<int32_t>& ids) const {
+  ids.clear();
   if (ignore_merges) {  // Llama-3 style: a word that is itself a token is never split
-    auto it = vocab.find(std::string(word));
-    if (it != vocab.end()) return {it->second};
-  }
-  std::vector<int32_t> ids;
-  ids.reserve(word.size());
-  for (unsigned char c : word) ids.push_back(byte_ids[c]);
-  // Repeatedly merge the lowest-ranked adjacent pair, all its non-overlapping occurrences left to
-  // right (GPT-2's loop; HF's priority queue merges the same pairs in the same order).
-  while (ids.size() > 1) {
-    int32_t best_rank = INT32_MAX, best_a = 0, best_b = 0, merged = 0;
-    for (size_t i = 0; i + 1 < ids.size(); ++i) {
-      auto it = merges.find(pair_key(ids[i], ids[i + 1]));
-      if (it != merges.end() && it->second.first < best_rank) {
-        best_rank = it->second.first;
-        best_a = ids[i];
-        best_b = ids[i + 1];
-        merged = it->second.second;
-      }
+    // HF (models/bpe/model.rs, tokenize_with_cache) looks the word up as the model sees it, after the
+    // ByteLevel pre-tokenizer: in byte-level characters (" việc" -> "Ġviá»ĩc"), and in the model's own
+    // vocab only, not among the added tokens.
+    std::string& mapped = scratch.mapped_word;
+    mapped.clear();
+    const ByteTable& bt = byte_table();
+    for (char c : word) mapped += bt.byte_to_char[static_cast<unsigned char>(c)];
+    auto it = vocab.find(mapped);
+    if (it != vocab.end() && in_model_vocab[size_t(it->second)]) {
+      ids.push_back(it->second);
+      return;
     }
-    if (best_rank == INT32_MAX) break;
-    size_t w = 0;
-    for (size_t i = 0; i < ids.size();) {
-      if (i + 1 < ids.size() && ids[i] == best_a && ids[i + 1] == best_b) {
-        ids[w++] = merged;
-        i += 2;
-      } else {
-        ids[w++] = ids[i++];
-      }
-    }
-    ids.resize(w);
   }
-  return ids;
+  // HF's merge loop (models/bpe/word.rs, merge_all): a min-heap of candidate merges ordered by (rank,
+  // position) over a linked list of symbols, one symbol per byte to start with. Each step merges the
+  // lowest-ranked pair, leftmost first, and queues the two pairs the merged symbol now forms with its
+  // neighbours: O(n log n) in the word's length, where rescanning all pairs after every merge is O(n^2)
+  // (and a whole Chinese sentence is one pre-token).
+  std::vector<BpeSymbol>& sym = scratch.symbols;
+  std::vector<BpeMerge>& heap = scratch.heap;
+  const int32_t n = int32_t(word.size());
+  sym.resize(size_t(n));
+  for (int32_t i = 0; i < n; ++i)
+    sym[size_t(i)] = {byte_ids[static_cast<unsigned char>(word[size_t(i)])], i - 1, i + 1 < n ? i + 1 : -1, true};
+  // std::*_heap keep the largest element on top, so "later" means larger rank, then larger position.
+  auto later = [](const BpeMerge& a, const BpeMerge& b) { return a.rank != b.rank ? a.rank > b.rank : a.pos > b.pos; };
+  heap.clear();
+  // Appends the merge of (left, right) at `pos` to `heap`, if the pair has one.
+  auto candidate = [&](int32_t pos, int32_t left, int32_t right) {
+    const MergeTable::Merge* m = merges.find(pair_key(left, right));
+    if (m) heap.push_back({m->rank, pos, m->id, left, right});
+    return m != nullptr;
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) candidate(i, sym[size_t(i)].id, sym[size_t(i + 1)].id);
+  std::make_heap(heap.begin(), heap.end(), later);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), later);
+    BpeMerge top = heap.back();
+    heap.pop_back();
+    BpeSymbol& left = sym[size_t(top.pos)];
+    if (!left.alive || left.next < 0) continue;
+    // Skip a stale candidate, one of whose symbols has merged since it was queued: HF looks the pair up
+    // again and compares the merged id with the queued one. An unchanged pair gives the same answer, so
+    // only a changed one needs the lookup (each lookup is a likely cache miss in a 4 MiB table).
+    BpeSymbol& right = sym[size_t(left.next)];
+    if (left.id != top.left || right.id != top.right) {
+      const MergeTable::Merge* now = merges.find(pair_key(left.id, right.id));
+      if (!now || now->id != top.id) continue;
+    }
+    left.id = top.id;
+    right.alive = false;
+    left.next = right.next;
+    if (right.next >= 0) sym[size_t(right.next)].prev = top.pos;
+    // The merged symbol forms new pairs with both neighbours.
+    if (left.prev >= 0 && candidate(left.prev, sym[size_t(left.prev)].id, left.id))
+      std::push_heap(heap.begin(), heap.end(), later);
+    if (left.next >= 0 && candidate(top.pos, left.id, sym[size_t(left.next)].id))
+      std::push_heap(heap.begin(), heap.end(), later);
+  }
+  for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = sym[size_t(i)].next) ids.push_back(sym[size_t(i)].id);
 }
 
 void Tokenizer::Impl::encode_words(std::string_view text, std::vector<int32_t>& out, BpeCache& cache) const {
   // Pre-tokenize: each Split regex cuts every current piece into matches and the gaps between them.
-  std::vector<std::string_view> pieces{text};
   EncodeScratch& scratch = cache.scratch();
+  std::vector<std::string_view>& pieces = scratch.pieces;
+  std::vector<std::string_view>& next = scratch.next_pieces;
+  pieces.assign(1, text);
   for (const Regex& re : splits) {
-    std::vector<std::string_view> next;
+    next.clear();
     for (std::string_view p : pieces) {
       size_t last = 0, offset = 0;
       while (offset <= p.size()) {
@@ -379,21 +534,24 @@ void Tokenizer::Impl::encode_words(std::string_view text, std::vector<int32_t>& 
       }
       if (last < p.size()) next.push_back(p.substr(last));
     }
-    pieces = std::move(next);
+    pieces.swap(next);
   }
+  std::vector<int32_t>& ids = scratch.word_ids;
   for (std::string_view w : pieces) {
-    if (const auto* hit = cache.find(w)) {
-      out.insert(out.end(), hit->begin(), hit->end());
+    const int32_t *first, *last;
+    if (cache.find(w, &first, &last)) {
+      out.insert(out.end(), first, last);
       continue;
     }
-    std::vector<int32_t> ids = bpe(w);
+    bpe(w, scratch, ids);
     out.insert(out.end(), ids.begin(), ids.end());
-    if (w.size() <= 256) cache.insert(w, std::move(ids));
+    if (w.size() <= 256) cache.insert(w, ids);
   }
 }
 
 void Tokenizer::Impl::encode_segment(std::string_view raw, std::vector<int32_t>& out, BpeCache& cache) const {
-  std::string normalized = normalize(raw);
+  std::string storage;
+  std::string_view normalized = normalize(raw, storage);
   for (const Piece& p : split_added(normalized, added, added_norm)) {
     if (p.token >= 0)
       out.push_back(p.token);
@@ -409,6 +567,14 @@ namespace {
 
 std::string type_of(const json& j) {
   return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
+}
+
+// A token id as tokenizer.json writes it: an integer in [0, 2^31). (get<int32_t> would truncate a
+// larger one, or hit undefined behaviour on a float such as 1e300.)
+int32_t token_id(const json& v, const std::string& origin, const std::string& what) {
+  ZLORA_REQUIRE(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX,
+                "{}: {} must be a token id (an integer in [0, 2^31)), got {}", origin, what, v.dump());
+  return int32_t(v.get<int64_t>());
 }
 
 bool flag(const json& j, const char* key, bool def) {
@@ -434,10 +600,11 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
                 "tokenizer not found: {} does not exist (--tokenizer takes a model directory holding tokenizer.json, "
                 "or the tokenizer.json file itself)",
                 file.string());
-  std::string text = fs::read_file(file);
+  // Real tokenizer.json files are 2-35 MB; the caps stop a wrong path (a weights file) being slurped.
+  std::string text = fs::read_file(file, size_t(256) << 20);
   std::string config;
   auto config_path = file.parent_path() / "tokenizer_config.json";
-  if (std::filesystem::exists(config_path, ec)) config = fs::read_file(config_path);
+  if (std::filesystem::exists(config_path, ec)) config = fs::read_file(config_path, size_t(16) << 20);
   return from_json(text, config, file.string());
 }
 
@@ -466,8 +633,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
     ZLORA_REQUIRE(m.contains("vocab") && m["vocab"].is_object(), "{}: model.vocab is missing", origin);
     int32_t max_id = -1;
     for (auto& [tok, id] : m["vocab"].items()) {
-      int32_t i = id.get<int32_t>();
-      ZLORA_REQUIRE(i >= 0, "{}: model.vocab['{}'] has negative id {}", origin, tok, i);
+      int32_t i = token_id(id, origin, "model.vocab['" + tok + "']");
       impl->vocab[tok] = i;
       max_id = std::max(max_id, i);
     }
@@ -475,8 +641,9 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const json& a : j["added_tokens"]) {
         AddedToken t;
-        t.id = a.at("id").get<int32_t>();
+        t.id = token_id(a.at("id"), origin, "added_tokens[].id");
         t.content = a.at("content").get<std::string>();
+        ZLORA_REQUIRE(!t.content.empty(), "{}: added token {} has empty content", origin, t.id);
         t.special = flag(a, "special", false);
         t.single_word = flag(a, "single_word", false);
         t.lstrip = flag(a, "lstrip", false);
@@ -487,8 +654,17 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
         impl->added.push_back(std::move(t));
       }
     }
+    // id_to_token is indexed by id: a hostile id such as 2^31-1 must not size it. Real files number their
+    // tokens densely (Qwen2: 151665 tokens, largest id 151664), so ids beyond twice the token count plus
+    // a margin are refused rather than allocated.
+    const size_t n_tokens = impl->vocab.size() + impl->added.size();
+    ZLORA_REQUIRE(max_id < 0 || size_t(max_id) < 2 * n_tokens + 65536,
+                  "{}: token id {} is far beyond the {} tokens defined (ids must number the vocabulary densely)",
+                  origin, max_id, n_tokens);
     impl->id_to_token.assign(size_t(max_id + 1), std::string());
     impl->is_special.assign(size_t(max_id + 1), false);
+    impl->in_model_vocab.assign(size_t(max_id + 1), false);
+    for (auto& [tok, id] : m["vocab"].items()) impl->in_model_vocab[size_t(id.get<int64_t>())] = true;
     for (auto& [tok, id] : impl->vocab) impl->id_to_token[id] = tok;
     for (size_t k = 0; k < impl->added.size(); ++k) {
       const AddedToken& t = impl->added[k];
@@ -524,7 +700,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
       auto ia = impl->vocab.find(a), ib = impl->vocab.find(b), im = impl->vocab.find(a + b);
       ZLORA_REQUIRE(ia != impl->vocab.end() && ib != impl->vocab.end() && im != impl->vocab.end(),
                     "{}: merge #{} ('{}' + '{}') names a token missing from the vocabulary", origin, rank, a, b);
-      impl->merges.emplace(Impl::pair_key(ia->second, ib->second), std::make_pair(rank, im->second));
+      impl->merges.insert(Impl::pair_key(ia->second, ib->second), rank, im->second);
       ++rank;
     }
     // -- normalizer
@@ -586,8 +762,10 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
       const json& v = c[key];
       if (v.is_string())
         impl->config_tokens[key] = v.get<std::string>();
-      else if (v.is_object() && v.contains("content"))
+      else if (v.is_object() && v.contains("content")) {
+        ZLORA_REQUIRE(v["content"].is_string(), "{} (tokenizer_config.json): {}.content must be a string", origin, key);
         impl->config_tokens[key] = v["content"].get<std::string>();
+      }
     }
   }
   return Tokenizer(std::move(impl));
@@ -597,8 +775,11 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, BpeCache* cache) const {
   require_utf8(text);
-  BpeCache local(1 << 12);
-  BpeCache& c = cache ? *cache : local;
+  // A cache of our own only when the caller has none: creating one maps a PCRE2 JIT stack (an mmap and
+  // a munmap per call, which cost as much as encoding a short text).
+  std::optional<BpeCache> local;
+  if (!cache) local.emplace(1 << 12);
+  BpeCache& c = cache ? *cache : *local;
   std::vector<int32_t> out;
   out.reserve(text.size() / 2 + 4);
   for (const Piece& p : split_added(text, impl_->added, impl_->added_raw)) {

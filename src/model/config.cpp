@@ -114,7 +114,12 @@ std::vector<int64_t> get_token_ids(const json& j, const char* key, const std::st
 ModelConfig parse_model_config(std::string_view json_text, const std::string& origin) {
   json j;
   try {
-    j = json::parse(json_text.begin(), json_text.end());
+    // Copying or dumping a value recurses once per nesting level: a hostile "[[[[..." must stop here.
+    constexpr int kMaxDepth = 64;
+    j = json::parse(json_text.begin(), json_text.end(), [&](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxDepth) fail("{}: JSON nested deeper than {} levels", origin, kMaxDepth);
+      return true;
+    });
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", origin, e.what());
   }

@@ -10,6 +10,7 @@
 #include "zlora/ckpt/preempt.h"
 #include "zlora/ckpt/run_descriptor.h"
 #include "zlora/core/error.h"
+#include "zlora/core/fs.h"
 #include "zlora/core/log.h"
 #include "zlora/core/sha256.h"
 #include "zlora/data/template.h"
@@ -26,6 +27,7 @@
 #include "zlora/train/sampler.h"
 #include "zlora/train/schedule.h"
 #include "zlora/train/step_plan.h"
+#include "zlora/zero/loss_scaler.h"
 #include "zlora/zero/memory_plan.h"
 #include "zlora/zero/weight_store.h"
 #include "zlora/zero/zero_optimizer.h"
@@ -33,12 +35,15 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #ifdef ZLORA_WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime.h>
 #endif
+
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -209,6 +214,54 @@ void get_optimizer_state(const ckpt::Payload& p, const std::string& origin, zero
   }
 }
 
+// The fp16 loss scaler and the steps it skipped, as JSON ("loss_scaler"): the scale is a power of two
+// (or the static value) and round-trips exactly; the skipped count shifts the LR schedule (see the loop).
+struct ScalerCheckpoint {
+  zero::LossScalerState state;
+  long long skipped_steps = 0;
+  double last_grad_norm = 0;
+};
+
+std::string encode_scaler(const ScalerCheckpoint& s) {
+  return nlohmann::json{{"scale", s.state.scale},
+                        {"iter", s.state.iter},
+                        {"last_overflow_iter", s.state.last_overflow_iter},
+                        {"hysteresis", s.state.hysteresis},
+                        {"skipped_steps", s.skipped_steps},
+                        {"last_grad_norm", s.last_grad_norm}}
+      .dump();
+}
+
+ScalerCheckpoint decode_scaler(const std::string& text, const std::string& origin) {
+  ScalerCheckpoint s;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    s.state.scale = j.at("scale").get<double>();
+    s.state.iter = j.at("iter").get<int64_t>();
+    s.state.last_overflow_iter = j.at("last_overflow_iter").get<int64_t>();
+    s.state.hysteresis = j.at("hysteresis").get<int64_t>();
+    s.skipped_steps = j.at("skipped_steps").get<long long>();
+    s.last_grad_norm = j.at("last_grad_norm").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: corrupt loss scaler state: {}", origin, e.what());
+  }
+  if (s.skipped_steps < 0) fail("{}: corrupt loss scaler state: {} skipped steps", origin, s.skipped_steps);
+  return s;
+}
+
+// LibTorch 1.13's CPU kernels have no float16 matmul ("addmm_impl_cpu_" not implemented for 'Half');
+// later versions have. Asking the library beats guessing from its version.
+std::optional<std::string> cpu_half_unsupported() {
+  try {
+    const at::Tensor a = at::ones({2, 2}, at::TensorOptions().dtype(at::kHalf));
+    (void)at::softmax(at::mm(a, a), -1);
+    return std::nullopt;
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    return what.substr(0, what.find('\n'));
+  }
+}
+
 // Dropout and NEFTune draw on the compute device, so the generator must live there too.
 at::Generator make_generator(const at::Device& d, uint64_t seed) {
 #ifdef ZLORA_WITH_CUDA
@@ -277,6 +330,75 @@ std::string data_hash(const data::TokenStore& store) {
   return h.hex();
 }
 
+// ---- profile_steps: where a step's time goes ----
+// Wall time between device synchronisations, summed over the profiled steps. The optimizer reports its
+// own split (communication vs update) because its collectives interleave with its arithmetic.
+enum class Phase { kData, kForward, kBackward, kComm, kUpdate, kOther, kCount };
+constexpr const char* kPhaseNames[] = {"data", "forward", "backward", "communication", "optimizer", "other"};
+
+class PhaseProfile {
+ public:
+  explicit PhaseProfile(at::Device device) : device_(device) {}
+  void begin_step(bool on) {
+    on_ = on;
+    if (!on_) return;
+    dist::synchronize_device(device_);
+    mark_ = clock::now();
+  }
+  void lap(Phase p) {
+    if (!on_) return;
+    dist::synchronize_device(device_);
+    const auto now = clock::now();
+    sums_[static_cast<size_t>(p)] += std::chrono::duration<double>(now - mark_).count();
+    mark_ = now;
+  }
+  // The optimizer's step ran between the last lap and now: credit its own split, restart the clock.
+  void add_optimizer(const zero::StepTimes& t) {
+    if (!on_) return;
+    sums_[static_cast<size_t>(Phase::kComm)] += t.comm_s;
+    sums_[static_cast<size_t>(Phase::kUpdate)] += t.update_s;
+    dist::synchronize_device(device_);
+    mark_ = clock::now();
+  }
+  void end_step() {
+    if (on_) ++steps_;
+  }
+  long long steps() const { return steps_; }
+
+  // Prints the per-step breakdown and writes it as JSON (benchmarks/ reads it).
+  void report(const std::filesystem::path& json_path) const {
+    double total = 0;
+    for (double v : sums_) total += v;
+    nlohmann::json j;
+    j["steps"] = steps_;
+    j["step_ms"] = 1e3 * total / double(steps_);
+    std::string line;
+    for (size_t i = 0; i < static_cast<size_t>(Phase::kCount); ++i) {
+      const double ms = 1e3 * sums_[i] / double(steps_);
+      j["phases_ms"][kPhaseNames[i]] = ms;
+      line += fmt::format("  {} {:.1f} ms ({:.0f}%)", kPhaseNames[i], ms, total > 0 ? 100 * sums_[i] / total : 0.0);
+    }
+    log::info("profile over {} steps: {:.1f} ms/step:{}", steps_, 1e3 * total / double(steps_), line);
+    fs::write_file_atomic(json_path, j.dump(1) + "\n");
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  at::Device device_;
+  bool on_ = false;
+  long long steps_ = 0;
+  clock::time_point mark_;
+  double sums_[static_cast<size_t>(Phase::kCount)] = {};
+};
+
+// LLaMA-Factory's flash_attn values onto the decoder's kernels: sdpa (torch's fused attention) maps to
+// the same variable-length flash kernel where it exists, as auto does; fa2 insists on it.
+model::AttentionKernel attention_kernel(const std::string& flash_attn) {
+  if (flash_attn == "disabled") return model::AttentionKernel::kMath;
+  if (flash_attn == "fa2") return model::AttentionKernel::kFlash;
+  return model::AttentionKernel::kAuto;
+}
+
 FlopsModel flops_model(const model::ModelConfig& c, const model::LoraAdapter& lora) {
   FlopsModel f;
   const int64_t h = c.hidden_size, i = c.intermediate_size;
@@ -317,7 +439,7 @@ zero::MemoryPlanInput memory_plan_input(const model::ModelConfig& c, const Train
   in.kv_hidden = c.kv_dim();
   in.compute_dtype_bytes = dtype == at::kFloat ? 4 : 2;
   in.tokens_per_micro_batch = micro_batch_tokens;
-  in.gradient_checkpointing = false;
+  in.gradient_checkpointing = cfg.training.gradient_checkpointing;
   in.stage = static_cast<int>(cfg.dist.zero_stage);
   in.offload = cfg.dist.offload_optimizer == "cpu";
   in.world_size = world;
@@ -339,11 +461,13 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   const stdfs::path output_dir = c.training.output_dir;
 
   // ---- 1. device, precision, communicator ----
-  if (c.training.fp16)
-    fail(
-        "fp16 training needs dynamic loss scaling, which zlora does not implement yet; use --bf16 (Ampere or "
-        "newer GPUs) or fp32");
   const at::Device device = resolve_device(c.training.device, mpi.local_rank());
+  if (c.training.fp16 && device.is_cpu())
+    if (auto why = cpu_half_unsupported())
+      fail(
+          "fp16 needs float16 kernels, which this LibTorch ({}) lacks on the CPU ({}); on the CPU train in fp32 "
+          "(drop --fp16), or run fp16/bf16 on a GPU",
+          TORCH_VERSION, *why);
   const at::ScalarType dtype = compute_dtype(c);
   // NCCL moves GPU tensors only: a CPU run takes the MPI backend whatever `auto` would pick.
   std::string comm_kind = c.dist.comm;
@@ -356,9 +480,6 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
             device_name(device), c10::toString(dtype), c.dist.zero_stage,
             c.dist.offload_optimizer == "cpu" ? " + CPU optimizer offload" : "");
   if (c.training.full_determinism) at::globalContext().setDeterministicAlgorithms(true, false);
-  if (c.training.gradient_checkpointing)
-    log::warn("gradient_checkpointing is not implemented yet: activations are kept (more memory, no recompute)");
-
   // ---- 2. the token store ----
   if (!c.data.tokenized_path) fail("internal: the token store path was not resolved before training");
   data::TokenStore store(*c.data.tokenized_path);
@@ -417,6 +538,27 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   zo.max_grad_norm = c.training.max_grad_norm;
   zo.adam = {c.training.adam_beta1, c.training.adam_beta2, c.training.adam_epsilon, c.training.weight_decay};
   zero::ZeroOptimizer optimizer(lora.named_parameters(), *comm, zo);
+  // fp16: DeepSpeed's loss scaling (zero/loss_scaler.h). The LoRA masters and AdamW stay fp32; only the
+  // frozen base and the activations are float16.
+  std::optional<zero::LossScaler> scaler;
+  if (c.training.fp16) {
+    zero::LossScalerOptions so;
+    so.static_scale = c.dist.loss_scale;
+    so.initial_scale_power = c.dist.initial_scale_power;
+    so.scale_window = c.dist.loss_scale_window;
+    so.hysteresis = c.dist.hysteresis;
+    so.min_scale = c.dist.min_loss_scale;
+    scaler.emplace(so);
+    if (scaler->dynamic())
+      log::info("fp16 dynamic loss scaling: initial scale {:g}, window {}, hysteresis {}, min scale {:g}",
+                scaler->scale(), so.scale_window, so.hysteresis, so.min_scale);
+    else
+      log::info("fp16 static loss scale {:g}", scaler->scale());
+  }
+  // Steps skipped on overflow: they count as steps (max_steps, the logs, the sample order) but do not
+  // advance the LR schedule, as in DeepSpeed's engine (its scheduler steps only when the optimizer did).
+  long long skipped_steps = 0;
+  double last_grad_norm = 0;  // logged for a skipped step, as DeepSpeed keeps the previous norm
 
   // ---- step counting, schedule, plan ----
   const StepCounts counts =
@@ -487,6 +629,15 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
       if (i == 0) position = planner.decode(p.get("sampler"), seed, shuffle);
       if (payloads.same_world && p.has("rng")) set_generator_state(gen, p.get("rng"));
       if (from_rank == 0 && p.has("logger")) resumed_logger = p.get("logger");
+      if (i == 0 && p.has("loss_scaler")) {
+        const ScalerCheckpoint sc = decode_scaler(p.get("loss_scaler"), origin);
+        skipped_steps = sc.skipped_steps;
+        last_grad_norm = sc.last_grad_norm;
+        if (scaler) scaler->set_state(sc.state);
+      } else if (i == 0 && scaler) {
+        log::warn("{} holds no fp16 loss scaler state (saved by a bf16/fp32 run): the scale starts at {:g}", origin,
+                  scaler->scale());
+      }
     }
     optimizer.import_state(merged);
     resumed_state = TrainerState::read(info.dir / ckpt::kTrainerStateName);
@@ -519,6 +670,8 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   fwd.training = true;
   fwd.neftune_alpha = c.lora.neftune_noise_alpha.value_or(0.0);
   fwd.generator = gen;
+  fwd.attention = attention_kernel(c.training.flash_attn);
+  fwd.gradient_checkpointing = c.training.gradient_checkpointing;
   at::Tensor loss_acc = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(device));
   const model::PackedBatch dummy = model::PackedBatch::from_samples({{0, 0}}, {{-100, -100}});
 
@@ -528,6 +681,9 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
     p.set("sampler", planner.encode(position, seed, shuffle));
     p.set("rng", generator_state(gen));
     if (rank == 0) p.set("logger", logger->logger_state());
+    if (scaler || skipped_steps > 0)
+      p.set("loss_scaler",
+            encode_scaler({scaler ? scaler->state() : zero::LossScalerState{}, skipped_steps, last_grad_norm}));
     const std::string payload = p.serialize();
     ckpt::SaveRequest req;
     req.step = step;
@@ -540,7 +696,13 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   };
 
   int exit_code = 0;
+  // profile_steps: the last N steps of this run are timed phase by phase.
+  PhaseProfile profile(device);
+  const long long profile_from = counts.total_steps - c.dist.profile_steps;
   while (global_step < counts.total_steps) {
+    const bool profiling = c.dist.profile_steps > 0 && global_step >= profile_from;
+    optimizer.set_profiling(profiling);
+    profile.begin_step(profiling);
     const StepPlan plan = planner.plan(position);
     optimizer.zero_grad();
     loss_acc.zero_();
@@ -552,24 +714,48 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
       // ZeRO-3 gathers every layer in forward and backward on every rank: a rank without real work
       // still runs a 2-token batch with weight 0 so the collectives line up.
       const model::PackedBatch batch = mb.empty() ? dummy : read_batch(store, mb.samples);
+      profile.lap(Phase::kData);
       model::LossResult out = decoder.loss(batch, fwd);
-      (out.sum * (mb.empty() ? 0.0 : inv_targets)).backward();
+      profile.lap(Phase::kForward);
+      // fp16: the backward runs on loss x scale so that small gradients stay representable.
+      (out.sum * (mb.empty() ? 0.0 : scaler ? inv_targets * scaler->scale() : inv_targets)).backward();
       if (!mb.empty()) loss_acc += out.sum.detach().to(at::kDouble);
+      profile.lap(Phase::kBackward);
     }
-    const double lr = schedule.lr(global_step);
-    const double grad_norm = optimizer.step(lr);
+    const double lr = schedule.lr(global_step - skipped_steps);
+    double grad_norm = 0;
+    if (scaler) {
+      // Every rank sees the same overflow verdict (the norm is all-reduced), so all skip together.
+      const zero::ZeroOptimizer::StepResult r = optimizer.step_scaled(lr, scaler->scale());
+      const zero::LossScaleUpdate u = scaler->update(r.overflow);
+      if (r.overflow) {
+        ++skipped_steps;
+        grad_norm = last_grad_norm;
+        log::info("step {}: fp16 gradient overflow (inf/NaN), skipping step; {}", global_step + 1, u.describe());
+      } else {
+        grad_norm = last_grad_norm = r.grad_norm;
+        if (u.new_scale != u.old_scale) log::info("step {}: {}", global_step + 1, u.describe());
+      }
+    } else {
+      grad_norm = optimizer.step(lr);
+    }
+    profile.add_optimizer(optimizer.last_step_times());
     comm->all_reduce(loss_acc, dist::ReduceOp::kSum)->wait();
     const double step_loss = loss_acc.item<double>() * inv_targets;
+    profile.lap(Phase::kComm);
     ++global_step;
     position = planner.next(position);
     if (!std::isfinite(step_loss))
-      fail("the loss became {} at step {} (lr {:.3g}, grad norm {:.3g}); lower learning_rate or check the data",
-           step_loss, global_step, lr, grad_norm);
+      fail("the loss became {} at step {} (lr {:.3g}, grad norm {:.3g}); lower learning_rate or check the data{}",
+           step_loss, global_step, lr, grad_norm,
+           scaler ? "; in fp16 the forward pass can overflow float16's range (65504), which loss scaling cannot "
+                    "fix: use bf16"
+                  : "");
 
     if (rank == 0) {
       StepStats ss;
       ss.loss = step_loss;
-      ss.lr = schedule.lr(global_step);  // HF logs the rate after the scheduler's step: the next step's
+      ss.lr = schedule.lr(global_step - skipped_steps);  // HF logs the rate after the scheduler's step: the next step's
       ss.grad_norm = grad_norm;
       ss.tokens = plan.global_tokens;
       ss.samples = static_cast<long long>(plan.step_samples.size());
@@ -579,12 +765,19 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
     const bool preempted = ckpt::agree_preempt(mpi.world());
     if ((save_steps > 0 && global_step % save_steps == 0) || preempted) save(global_step);
     if (preempted) {
-      log::warn("preempted (signal {}): checkpoint-{} written; resume with --resume_from_checkpoint latest",
-                ckpt::preempt_signal(), global_step);
+      // Only the signalled rank knows the signal; the others were told by agree_preempt.
+      const int sig = ckpt::preempt_signal();
+      log::warn(
+          "preempted ({}): checkpoint-{} written; exiting with code {}, resume with --resume_from_checkpoint latest",
+          sig != 0 ? fmt::format("signal {}", sig) : std::string("another rank was signalled"), global_step,
+          ckpt::kExitPreempted);
       exit_code = ckpt::kExitPreempted;
       break;
     }
+    profile.lap(Phase::kOther);
+    profile.end_step();
   }
+  if (rank == 0 && profile.steps() > 0) profile.report(output_dir / "profile.json");
 
   // ---- 8. the final adapter, results, plot ----
   if (exit_code == 0 && rank == 0) {

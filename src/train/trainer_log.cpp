@@ -3,6 +3,7 @@
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -51,8 +52,23 @@ json log_history_entry(const LogRecord& r) {
 
 TrainerLogFile::TrainerLogFile(const std::filesystem::path& output_dir, bool fresh)
     : path_(output_dir / "trainer_log.jsonl") {
-  file_ = std::fopen(path_.c_str(), fresh ? "w" : "a");
-  if (!file_) fail("cannot open '{}' for the training log: {}", path_.string(), std::strerror(errno));
+  // fopen would follow a symlink planted at the log's name and truncate or append to its target; open
+  // it ourselves with O_NOFOLLOW (ELOOP when the name is a symlink), then wrap the descriptor.
+  const int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (fresh ? O_TRUNC : O_APPEND);
+  const int fd = ::open(path_.c_str(), flags, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ELOOP)
+      fail("cannot open '{}' for the training log: it is a symbolic link, which zlora does not follow; remove it",
+           path_.string());
+    fail("cannot open '{}' for the training log: {}", path_.string(), fs::errno_message(err));
+  }
+  file_ = ::fdopen(fd, fresh ? "w" : "a");
+  if (!file_) {
+    const int err = errno;
+    ::close(fd);
+    fail("cannot open '{}' for the training log: {}", path_.string(), fs::errno_message(err));
+  }
 }
 
 TrainerLogFile::~TrainerLogFile() {

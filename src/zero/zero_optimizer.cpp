@@ -1,5 +1,7 @@
 #include "zlora/zero/zero_optimizer.h"
 
+#include <chrono>
+
 #include "zlora/core/error.h"
 
 #include <ATen/ATen.h>
@@ -197,11 +199,32 @@ at::Tensor ZeroOptimizer::my_grads() const {
   return flat_grads_.narrow(0, begin, end - begin);
 }
 
-double ZeroOptimizer::step(double lr) {
+double ZeroOptimizer::step(double lr) { return step_impl(lr, 1.0, false).grad_norm; }
+
+ZeroOptimizer::StepResult ZeroOptimizer::step_scaled(double lr, double loss_scale) {
+  ZLORA_REQUIRE(loss_scale > 0 && std::isfinite(loss_scale), "ZeroOptimizer: the loss scale must be positive, got {}",
+                loss_scale);
+  return step_impl(lr, loss_scale, true);
+}
+
+ZeroOptimizer::StepResult ZeroOptimizer::step_impl(double lr, double loss_scale, bool skip_overflow) {
   at::NoGradGuard no_grad;
   check_grad_views();
+  // Profiling: wall time between device synchronisations, split into communication and update.
+  using clock = std::chrono::steady_clock;
+  auto mark = clock::now();
+  double comm_s = 0, update_s = 0;
+  auto lap = [&](double& into) {
+    if (!profiling_) return;
+    dist::synchronize_device(flat_grads_.device());
+    const auto now = clock::now();
+    into += std::chrono::duration<double>(now - mark).count();
+    mark = now;
+  };
+  lap(update_s);  // drains the backward still running on the device; its time is not ours
+  update_s = 0;
   reduce_gradients();
-  ++step_;
+  lap(comm_s);
 
   // Global norm: stage 0 holds the full reduced gradient on every rank; otherwise each rank sums the
   // squares of its partition and one all-reduce adds them (padding is zero and adds nothing).
@@ -215,21 +238,33 @@ double ZeroOptimizer::step(double lr) {
     sq = g.to(at::kDouble).square().sum().item<double>();
   }
   if (options_.stage >= 1 && comm_.size() > 1) {
+    lap(update_s);
     at::Tensor t = at::full({1}, sq, at::TensorOptions().dtype(at::kDouble).device(g.device()));
     comm_.all_reduce(t, dist::ReduceOp::kSum)->wait();
     sq = t.item<double>();
+    lap(comm_s);
   }
-  const double norm = std::sqrt(sq);
-  // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when below 1.
+  // The squares are summed in double from fp32 values, so they cannot overflow: a non-finite sum means
+  // inf/NaN in some rank's gradients, and every rank holds the same sum (see step_scaled).
+  const double norm = std::sqrt(sq) / loss_scale;
+  if (!std::isfinite(norm) && skip_overflow) {
+    lap(update_s);
+    times_ = StepTimes{comm_s, update_s};
+    return {norm, true};
+  }
+  ZLORA_REQUIRE(std::isfinite(norm),
+                "the global gradient norm is {} at optimizer step {}: the loss diverged (lower the learning rate, "
+                "use bf16 instead of fp16, or check the data)",
+                norm, step_ + 1);
+  ++step_;
+  // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when below 1. The loss
+  // scale is divided out in the same multiply (exact when it is a power of two).
   double scale = 1.0;
   if (options_.max_grad_norm > 0) {
     const double coef = options_.max_grad_norm / (norm + 1e-6);
     if (coef < 1.0) scale = static_cast<float>(coef);
   }
-  ZLORA_REQUIRE(std::isfinite(norm),
-                "the global gradient norm is {} at optimizer step {}: the loss diverged (lower the learning rate, "
-                "use bf16 instead of fp16, or check the data)",
-                norm, step_);
+  if (loss_scale != 1.0) scale /= loss_scale;
 
   const auto [begin, end] = owned_range();
   const AdamWOptions& a = options_.adam;
@@ -249,8 +284,11 @@ double ZeroOptimizer::step(double lr) {
     at::Tensor denom = (exp_avg_sq_.sqrt() / std::sqrt(bc2)).add_(a.eps);
     p.addcdiv_(exp_avg_, denom, -lr / bc1);
   }
+  lap(update_s);
   gather_weights();
-  return norm;
+  lap(comm_s);
+  times_ = StepTimes{comm_s, update_s};
+  return {norm, false};
 }
 
 OptimizerState ZeroOptimizer::export_state() const {

@@ -45,6 +45,35 @@ TEST(Tokenizer, GoldenCasesDecodeLikeReference) {
   }
 }
 
+// BPE ignore_merges (Llama-3): a pre-token that is itself a token is one id, looked up as the model sees
+// it, in byte-level characters (" hello" -> "Ġhello"), never as the raw text. A hand-written
+// tokenizer.json whose vocab holds tokens no merge builds ("Ġhello", "world", "Ġviá»ĩc", "Äł"); ids from
+// @lenml/tokenizers (tools/golden/tokenizer/make_ignore_merges_golden.mjs).
+TEST(Tokenizer, IgnoreMergesLooksUpTheByteLevelWordLikeReference) {
+  const std::filesystem::path dir = test::source_dir() / "tests/golden/tokenizer";
+  Tokenizer tok = Tokenizer::load(dir / "ignore_merges_tokenizer.json");
+  std::istringstream in(test::read_file(dir / "ignore_merges_cases.jsonl"));
+  BpeCache cache;
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    json c = json::parse(line);
+    std::string text = c["text"];
+    std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok.encode(text), want) << "case " << c["name"];
+    EXPECT_EQ(tok.encode(text, &cache), want) << "case (shared cache) " << c["name"];
+    EXPECT_EQ(tok.decode(want), c["decoded"].get<std::string>()) << "case " << c["name"];
+    ++n;
+  }
+  EXPECT_EQ(n, 14u);
+  // HF looks the word up in the BPE model's own vocab (models/bpe/model.rs, tokenize_with_cache), which
+  // does not hold an added token absent from model.vocab. "!!" (id 273) is single_word, so in "hello!!"
+  // it is no added token (added_vocabulary.rs) and the pre-token "!!" falls to the merges: two "!" (id
+  // 0). Asserted from HF's source: @lenml/tokenizers answers [259, 273] here.
+  EXPECT_EQ(tok.encode("hello!!"), (std::vector<int32_t>{259, 0, 0}));
+  EXPECT_EQ(tok.encode("hello !!"), (std::vector<int32_t>{259, 220, 273}));
+}
+
 TEST(Tokenizer, EncodeFromManyThreadsIsDeterministic) {
   const Tokenizer& tok = test::qwen_tokenizer();
   auto cases = golden_cases();

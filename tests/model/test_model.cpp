@@ -464,6 +464,49 @@ TEST(Lora, DropoutAndNeftuneOnlyWhileTraining) {
   EXPECT_GT(rel_err(plain.logits(batch, neft), ref), 1e-4);
 }
 
+// Gradient checkpointing recomputes each layer in backward: with dropout on (the recomputation must
+// draw the same masks) the loss, every LoRA gradient and the generator's final state equal the run
+// that keeps its activations, bit for bit on the CPU.
+TEST(Decoder, GradientCheckpointingChangesNothingButMemory) {
+  const Golden& g = golden_model("qwen2");
+  zm::LoraConfig c = g.adapter().config();
+  c.dropout = 0.25;
+  zm::PackedBatch batch = g.batch("packed");
+  struct Run {
+    double loss = 0;
+    std::vector<at::Tensor> grads;
+    at::Tensor generator_state;
+  };
+  auto run = [&](bool checkpointing) {
+    zm::LoraAdapter lora = zm::LoraAdapter::create(g.config, c);
+    const zm::LoraAdapter& ref = g.adapter();
+    {
+      at::NoGradGuard ng;
+      for (size_t i = 0; i < lora.modules().size(); ++i) {
+        lora.modules()[i].A.copy_(ref.modules()[i].A);
+        lora.modules()[i].B.copy_(ref.modules()[i].B);
+      }
+    }
+    zm::Decoder dec(*g.store, &lora);
+    zm::ForwardOptions o;
+    o.training = true;
+    o.generator = at::detail::createCPUGenerator(7);
+    o.gradient_checkpointing = checkpointing;
+    zm::LossResult l = dec.loss(batch, o);
+    (l.sum / double(l.count)).backward();
+    Run r;
+    r.loss = l.sum.item<double>();
+    for (const auto& [n, p] : lora.named_parameters()) r.grads.push_back(p.grad().clone());
+    r.generator_state = o.generator->get_state();
+    return r;
+  };
+  const Run kept = run(false), recomputed = run(true);
+  EXPECT_EQ(kept.loss, recomputed.loss);
+  ASSERT_EQ(kept.grads.size(), recomputed.grads.size());
+  for (size_t i = 0; i < kept.grads.size(); ++i) EXPECT_TRUE(at::equal(kept.grads[i], recomputed.grads[i])) << i;
+  EXPECT_TRUE(at::equal(kept.generator_state, recomputed.generator_state));
+}
+
 TEST(Decode, KvCacheMatchesTheFullForward) {
   for (const char* name : {"qwen2", "llama"}) {
     const Golden& g = golden_model(name);
@@ -507,47 +550,53 @@ TEST(Bf16, MatchesTransformersInBf16OnThisDevice) {
     zm::ResidentWeightStore store(g.config, st, dev, at::kBFloat16);
     zm::LoraAdapter lora = zm::LoraAdapter::load(golden(model), g.config, dev);
     zm::Decoder dec(store, &lora);
-    for (const char* bname : {"unpacked", "packed"}) {
-      zm::PackedBatch batch = g.batch(bname);
-      const auto& ref = g.meta["bf16"][cuda ? "cuda" : "cpu"][bname];
-      at::Tensor logits;
-      {
-        at::NoGradGuard ng;
-        logits = dec.logits(batch).cpu();
+    // Both attention kernels: math (HF's eager arithmetic) and auto (variable-length flash attention on
+    // a CUDA build of LibTorch >= 2.1; math elsewhere).
+    for (const auto& [kname, kernel] :
+         {std::pair{"math", zm::AttentionKernel::kMath}, std::pair{"auto", zm::AttentionKernel::kAuto}})
+      for (const char* bname : {"unpacked", "packed"}) {
+        zm::ForwardOptions fo;
+        fo.attention = kernel;
+        zm::PackedBatch batch = g.batch(bname);
+        const auto& ref = g.meta["bf16"][cuda ? "cuda" : "cpu"][bname];
+        at::Tensor logits;
+        {
+          at::NoGradGuard ng;
+          logits = dec.logits(batch, fo).cpu();
+        }
+        // bf16 rounding differs between kernels (LibTorch versions, CPU vs GPU), so two bf16 runs differ by
+        // bf16 noise; the yardstick is transformers' own bf16 error against the float64 reference.
+        const at::Tensor hf = g.tensor(tag + "." + bname + ".logits_lora");
+        const at::Tensor exact = g.tensor(std::string(bname) + ".logits_lora");
+        const double le = rel_err(logits, hf), mine = rel_err(logits, exact), theirs = rel_err(hf, exact);
+        auto loss = dec.loss(batch, fo);
+        const double ref_sum = ref["loss_sum"].get<double>();
+        const double exact_sum = g.meta["batches"][bname]["loss_sum"].get<double>();
+        const double loss_err = std::abs(loss.sum.item<double>() - ref_sum) / ref_sum;
+        const double loss_mine = std::abs(loss.sum.item<double>() - exact_sum) / exact_sum;
+        const double loss_theirs = std::abs(ref_sum - exact_sum) / exact_sum;
+        (loss.sum / double(loss.count)).backward();
+        double worst = 0, worst_mine = 0, worst_theirs = 0;
+        for (const auto& [n, p] : lora.named_parameters()) {
+          const at::Tensor hf_grad = g.tensor(tag + "." + bname + ".grad." + n);
+          const at::Tensor exact_grad = g.tensor(std::string(bname) + ".grad." + n);
+          worst = std::max(worst, rel_err(p.grad().cpu(), hf_grad));
+          worst_mine = std::max(worst_mine, rel_err(p.grad().cpu(), exact_grad));
+          worst_theirs = std::max(worst_theirs, rel_err(hf_grad, exact_grad));
+          p.mutable_grad() = at::Tensor();
+        }
+        std::printf(
+            "[golden] %s %s/%s attention %s vs transformers bf16: logits %.3g, loss %.3g, grads %.3g | vs float64: "
+            "zlora logits %.3g loss %.3g grads %.3g, transformers logits %.3g loss %.3g grads %.3g\n",
+            tag.c_str(), model, bname, kname, le, loss_err, worst, mine, loss_mine, worst_mine, theirs, loss_theirs,
+            worst_theirs);
+        EXPECT_LE(le, 3e-2) << model << " " << bname << " " << kname;
+        EXPECT_LE(loss_err, 5e-3) << model << " " << bname << " " << kname;
+        EXPECT_LE(worst, 1e-1) << model << " " << bname << " " << kname;
+        // No worse than transformers' own bf16 error, with slack of about half a bf16 epsilon (2^-8).
+        EXPECT_LE(mine, 2 * theirs + 4e-3) << model << " " << bname << " " << kname;
+        EXPECT_LE(loss_mine, 2 * loss_theirs + 4e-3) << model << " " << bname << " " << kname;
+        EXPECT_LE(worst_mine, 2 * worst_theirs + 2e-2) << model << " " << bname << " " << kname;
       }
-      // bf16 rounding differs between kernels (LibTorch versions, CPU vs GPU), so two bf16 runs differ by
-      // bf16 noise; the yardstick is transformers' own bf16 error against the float64 reference.
-      const at::Tensor hf = g.tensor(tag + "." + bname + ".logits_lora");
-      const at::Tensor exact = g.tensor(std::string(bname) + ".logits_lora");
-      const double le = rel_err(logits, hf), mine = rel_err(logits, exact), theirs = rel_err(hf, exact);
-      auto loss = dec.loss(batch);
-      const double ref_sum = ref["loss_sum"].get<double>();
-      const double exact_sum = g.meta["batches"][bname]["loss_sum"].get<double>();
-      const double loss_err = std::abs(loss.sum.item<double>() - ref_sum) / ref_sum;
-      const double loss_mine = std::abs(loss.sum.item<double>() - exact_sum) / exact_sum;
-      const double loss_theirs = std::abs(ref_sum - exact_sum) / exact_sum;
-      (loss.sum / double(loss.count)).backward();
-      double worst = 0, worst_mine = 0, worst_theirs = 0;
-      for (const auto& [n, p] : lora.named_parameters()) {
-        const at::Tensor hf_grad = g.tensor(tag + "." + bname + ".grad." + n);
-        const at::Tensor exact_grad = g.tensor(std::string(bname) + ".grad." + n);
-        worst = std::max(worst, rel_err(p.grad().cpu(), hf_grad));
-        worst_mine = std::max(worst_mine, rel_err(p.grad().cpu(), exact_grad));
-        worst_theirs = std::max(worst_theirs, rel_err(hf_grad, exact_grad));
-        p.mutable_grad() = at::Tensor();
-      }
-      std::printf(
-          "[golden] %s %s/%s vs transformers bf16: logits %.3g, loss %.3g, grads %.3g | vs float64: "
-          "zlora logits %.3g loss %.3g grads %.3g, transformers logits %.3g loss %.3g grads %.3g\n",
-          tag.c_str(), model, bname, le, loss_err, worst, mine, loss_mine, worst_mine, theirs, loss_theirs,
-          worst_theirs);
-      EXPECT_LE(le, 3e-2) << model << " " << bname;
-      EXPECT_LE(loss_err, 5e-3) << model << " " << bname;
-      EXPECT_LE(worst, 1e-1) << model << " " << bname;
-      // No worse than transformers' own bf16 error, with slack of about half a bf16 epsilon (2^-8).
-      EXPECT_LE(mine, 2 * theirs + 4e-3) << model << " " << bname;
-      EXPECT_LE(loss_mine, 2 * loss_theirs + 4e-3) << model << " " << bname;
-      EXPECT_LE(worst_mine, 2 * worst_theirs + 2e-2) << model << " " << bname;
-    }
   }
 }

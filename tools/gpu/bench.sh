@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
 # GPU machine, one call: the tokenizer benchmark (zlora and HF tokenizers, same machine) and the seed's
-# single-GPU LoRA experiment on a Qwen2.5-7B-shaped random model: zlora vs transformers + PEFT on the
-# same samples. Carry .device (debs + data/). Rows go to $OUT/results.json (benchmarks/results schema).
+# LoRA experiments on a Qwen2.5-7B-shaped random model (benchmarks/run_matrix.py, ZLORA_MATRIX picks
+# the rows) beside transformers + PEFT on the same samples. Carry .device (debs + data/). Rows go to $OUT/results.json (benchmarks/results schema).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+# ZLORA_BENCH_PARTS (default "tokenizer zlora hf"): which parts to run, for quick iterations.
+PARTS=${ZLORA_BENCH_PARTS:-tokenizer zlora hf}
+has() { [[ " $PARTS " == *" $1 "* ]]; }
 source tools/gpu/build.sh zlora bench_tokenizer > "$OUT/build.log" 2>&1
 Z=build-gpu/bin/zlora
 [ -x $Z ] || { grep -E "error" -A3 "$OUT/build.log" | head -30; exit 1; }
 W=/tmp/zb; rm -rf $W; mkdir -p $W/data
+if has tokenizer; then
 echo "== tokenizer (huanhuan text)"
-build-gpu/tests/data/bench_tokenizer .device/data .device/data/huanhuan.json 16 3 2>/dev/null | tail -1 | tee "$OUT/tokenizer.jsonl"
+for t in 1 16; do
+  build-gpu/tests/data/bench_tokenizer .device/data .device/data/huanhuan.json $t 3 2>/dev/null | tail -1 | tee -a "$OUT/tokenizer.jsonl"
+done
 python3 benchmarks/tokenizer/bench_hf_tokenizers.py .device/data/tokenizer.json .device/data/huanhuan.json 3 2>/dev/null | tail -1 | tee -a "$OUT/tokenizer.jsonl"
+fi
 echo "== 7B-shaped random model"
 SECONDS=0
 $Z init-model --config benchmarks/models/qwen2.5-7b.json --tokenizer .device/data --output $W/q7 --dtype bf16 2>&1 | tail -1
 echo "init-model ${SECONDS}s"
 cp .device/data/huanhuan.json $W/data/ && echo '{"huanhuan": {"file_name": "huanhuan.json"}}' > $W/data/dataset_info.json
 $Z prepare --dataset huanhuan --dataset_dir $W/data --template qwen --tokenizer $W/q7 --cutoff_len 1024 --output $W/h.h5 2>&1 | head -3
-ARGS="--model_name_or_path $W/q7 --tokenized_path $W/h.h5 --template qwen --bf16 --device cuda \
-  --per_device_train_batch_size 4 --gradient_accumulation_steps 4 --lora_rank 8 --lora_alpha 32 --lora_dropout 0.1 \
-  --lora_target q_proj,v_proj,k_proj,gate_proj,up_proj,o_proj,down_proj --learning_rate 5e-5 \
-  --lr_scheduler_type cosine --warmup_steps 10 --max_grad_norm 1.0 --save_strategy no --logging_steps 5"
-SECONDS=0
-timeout 240 $Z train $ARGS --max_steps 25 --output_dir $W/z7 > "$OUT/zlora_train.log" 2>&1; echo "zlora rc=$? ${SECONDS}s"
-grep -E "memory plan|step |done" "$OUT/zlora_train.log" | tail -8
-cp $W/z7/trainer_log.jsonl "$OUT/zlora_trainer_log.jsonl" 2>/dev/null
+if has zlora; then
+# The seed's matrix (ZLORA_MATRIX: experiments of benchmarks/run_matrix.py; default: the one-GPU row).
+(cd benchmarks && timeout 420 python3 run_matrix.py --zlora ../$Z --model $W/q7 --store $W/h.h5 --steps 25 \
+   --timed-from 11 --only "${ZLORA_MATRIX:-single}" --model-label "Qwen2.5-7B shape (random weights)" \
+   --work $W/matrix --out "$OUT/results.json" 2>&1 | tee "$OUT/matrix.log" | grep -v "^\[.*info")
+cp $W/matrix/*.log "$OUT/" 2>/dev/null
+fi
+has hf || exit 0
 $Z info $W/h.h5 --samples 0:800 --json > $W/samples.jsonl
 SECONDS=0
 (cd benchmarks && timeout 240 python3 hf_peft_baseline.py --model $W/q7 --samples $W/samples.jsonl --steps 13 --skip 3 \

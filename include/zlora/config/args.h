@@ -91,6 +91,7 @@ struct DistArgs {
   long long allgather_bucket_size = 500000000;  // elements per parameter all-gather bucket
   long long stage3_prefetch_layers = 1;         // ZeRO-3: decoder layers gathered ahead of use
   long long micro_batch_tokens = 0;             // packing budget per micro-batch; 0 = batch x cutoff_len
+  long long profile_steps = 0;                  // steps timed phase by phase (device synchronised); 0 = off
   // fp16 dynamic loss scaling (DeepSpeed's fp16 block); loss_scale 0 = dynamic.
   double loss_scale = 0;
   long long initial_scale_power = 16;

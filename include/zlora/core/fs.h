@@ -21,6 +21,10 @@ void rename_durable(const std::filesystem::path& from, const std::filesystem::pa
 // Reads a whole file; throws zlora::Error naming the path and the reason.
 std::string read_file(const std::filesystem::path& path, size_t max_bytes = size_t(1) << 31);
 
+// strerror(err), plus what to do for the errors of a full, size-limited, read-only or foreign file system
+// ("No space left on device (the file system is full or over quota: ...)"), for messages about writes.
+std::string errno_message(int err);
+
 // A temporary sibling name for `path` unique to this process: "<name>.tmp.<pid>".
 std::filesystem::path temp_sibling(const std::filesystem::path& path);
 

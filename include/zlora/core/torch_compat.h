@@ -12,4 +12,13 @@ namespace zlora::compat {
 // True where at::Tensor::mT and at::_scaled_dot_product_* exist (2.0+).
 constexpr bool kHasSdpa = ZLORA_TORCH_AT_LEAST(2, 0);
 
+// at::_flash_attention_forward with cu_seqlens, a `scale` argument and a registered backward: CUDA
+// builds of 2.1+. The macro guards the call; the constant lets code branch without #if.
+#if defined(ZLORA_WITH_CUDA) && ZLORA_TORCH_AT_LEAST(2, 1)
+#define ZLORA_HAS_VARLEN_FLASH 1
+#else
+#define ZLORA_HAS_VARLEN_FLASH 0
+#endif
+constexpr bool kHasVarlenFlash = ZLORA_HAS_VARLEN_FLASH;
+
 }  // namespace zlora::compat

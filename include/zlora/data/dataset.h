@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace zlora::data {
@@ -57,6 +58,9 @@ class DatasetRegistry {
  public:
   // Reads `<dataset_dir>/dataset_info.json`.
   static DatasetRegistry load(const std::filesystem::path& dataset_dir);
+  // From the text of a dataset_info.json (`origin` names it in errors); files resolve under `dataset_dir`.
+  static DatasetRegistry from_json(std::string_view text, const std::filesystem::path& dataset_dir,
+                                   const std::string& origin);
   const DatasetAttr& get(const std::string& name) const;  // unknown name: error listing the defined ones
   std::vector<std::string> names() const;
   const std::filesystem::path& info_path() const { return info_path_; }
@@ -71,6 +75,9 @@ class DatasetRegistry {
 // Loads and converts every dataset of `args.dataset` (max_samples applied per dataset). Errors: an
 // undefined dataset, a missing or malformed file, a missing column; no valid row at all.
 LoadedData load_datasets(const config::DataArgs& args);
+
+// Refuses rows of one data file (`file` names it) in which no row has a column the mapping names.
+void check_columns(const DatasetAttr& attr, const std::vector<nlohmann::json>& rows, const std::string& file);
 
 // Converts one raw row (exposed for tests). Returns false for an abnormal row (LLaMA-Factory skips it).
 bool convert_row(const DatasetAttr& attr, const nlohmann::json& row, Conversation& out, const std::string& where);

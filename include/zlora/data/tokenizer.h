@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -19,8 +18,9 @@ namespace zlora::data {
 
 struct EncodeScratch;
 
-// Memo of pre-token -> ids plus PCRE2 match state. Words repeat heavily in text, so BPE runs once per
-// distinct word. One cache per thread: the Tokenizer itself is immutable and may be shared.
+// Memo of pre-token -> ids plus PCRE2 match state and encoding buffers. Words repeat heavily in text, so
+// BPE runs once per distinct word. One cache per thread: the Tokenizer itself is immutable and may be
+// shared.
 class BpeCache {
  public:
   explicit BpeCache(size_t max_entries = 1 << 18);
@@ -29,15 +29,28 @@ class BpeCache {
   BpeCache(const BpeCache&) = delete;
   BpeCache& operator=(const BpeCache&) = delete;
 
-  const std::vector<int32_t>* find(std::string_view word) const;
-  void insert(std::string_view word, std::vector<int32_t> ids);
+  // The ids cached for `word` as [*first, *last), pointing into the cache (valid until the next insert);
+  // false when `word` is not cached.
+  bool find(std::string_view word, const int32_t** first, const int32_t** last) const;
+  // `word` must be non-empty, `ids` its non-empty encoding.
+  void insert(std::string_view word, const std::vector<int32_t>& ids);
   EncodeScratch& scratch() { return *scratch_; }
 
  private:
+  // Flat storage, so that a miss costs no allocation once the buffers have grown: words and ids are
+  // appended back to back to keys_ and ids_, and an open-addressing table (power-of-two size, at most
+  // half full, linear probing) holds where each entry lies. ids_len == 0 marks an empty slot.
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t key_at = 0, key_len = 0, ids_at = 0, ids_len = 0;
+  };
+  size_t probe(std::string_view word, uint64_t hash) const;  // slot of `word`, or the empty one for it
+
   size_t max_entries_;
-  // Keys view strings owned by keys_ (a deque never moves its elements), so lookups need no allocation.
-  std::deque<std::string> keys_;
-  std::unordered_map<std::string_view, std::vector<int32_t>> map_;
+  size_t size_ = 0;
+  std::vector<Slot> slots_;
+  std::string keys_;
+  std::vector<int32_t> ids_;
   std::unique_ptr<EncodeScratch> scratch_;
 };
 

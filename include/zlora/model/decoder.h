@@ -36,11 +36,22 @@ struct PackedBatch {
                                   const std::vector<std::vector<int64_t>>& labels);
 };
 
+// Which attention implementation the packed forward uses (the `flash_attn` argument).
+enum class AttentionKernel {
+  kAuto,   // variable-length flash attention where it exists (CUDA, bf16/fp16), else math
+  kMath,   // HF's eager arithmetic, one sample at a time (exact reference; every device)
+  kFlash,  // flash attention or a clear error
+};
+
 struct ForwardOptions {
   bool training = false;     // LoRA dropout and NEFTune act only when training
   double neftune_alpha = 0;  // NEFTune: uniform noise of magnitude alpha / sqrt(L * d) per sample; 0 = off
   std::optional<at::Generator> generator;  // RNG for dropout and NEFTune (the default generator when unset)
   int64_t loss_chunk_tokens = 1024;        // rows of logits alive at once in the loss
+  AttentionKernel attention = AttentionKernel::kAuto;
+  // Recompute each layer's activations in backward instead of keeping them (HF's gradient_checkpointing):
+  // one extra layer forward per layer, activations of one layer alive at a time.
+  bool gradient_checkpointing = false;
 };
 
 struct LossResult {
@@ -76,8 +87,10 @@ class Decoder {
  private:
   struct Attn;  // how a layer attends: packed (cu_seqlens) or against a KV cache
   at::Tensor final_hidden(const PackedBatch& batch, const ForwardOptions& options) const;  // before the final norm
-  at::Tensor layer(const at::Tensor& x, int64_t layer, const UnitWeights& w, const at::Tensor& positions,
-                   const Attn& attn, const ForwardOptions& options) const;
+  at::Tensor layer(const at::Tensor& x, int64_t layer, const UnitWeights& w, const Attn& attn,
+                   const ForwardOptions& options) const;
+  void check_vocab_range(const at::Tensor& ids, const char* what) const;  // fails naming the bad id
+  at::Tensor lora_anchor(int64_t layer) const;  // a trainable LoRA tensor of the layer, or undefined
   at::Tensor linear(const at::Tensor& x, int64_t layer, const std::string& local, const UnitWeights& w,
                     const ForwardOptions& options) const;
   at::Tensor rms_norm(const at::Tensor& x, int64_t unit, const std::string& name, const UnitWeights& w) const;

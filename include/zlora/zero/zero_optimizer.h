@@ -55,6 +55,13 @@ struct StateSlice {
   at::Tensor exp_avg_sq;  // AdamW v
 };
 
+// Where the last step() spent its time, when profiling is on (the device is synchronised around each
+// phase, so the figures are exact and the step slower).
+struct StepTimes {
+  double comm_s = 0;    // gradient reduction + weight all-gather (+ the norm's all-reduce)
+  double update_s = 0;  // norm, clipping and AdamW (host AdamW and its copies when offloaded)
+};
+
 struct OptimizerState {
   int64_t step = 0;  // AdamW steps taken (bias correction)
   std::vector<StateSlice> slices;
@@ -83,8 +90,20 @@ class ZeroOptimizer {
 
   // Reduces the accumulated gradients, clips them to max_grad_norm by their global norm, takes one
   // AdamW step with learning rate `lr` and leaves the updated weights in every rank's parameters.
-  // Returns the global gradient norm before clipping. Collective over `comm`.
+  // Returns the global gradient norm before clipping. A non-finite norm is an error. Collective.
   double step(double lr);
+
+  // fp16 with loss scaling (LossScaler): the gradients came from loss x `loss_scale`. They are divided
+  // by it (together with the clipping coefficient, in one multiply, as DeepSpeed does) before AdamW, and
+  // the returned norm is the unscaled one. When any rank's gradients hold inf/NaN — every rank learns
+  // it from the norm, which is all-reduced (or computed from all-reduced gradients) — nothing is
+  // updated: no AdamW step (step_count() unchanged), weights and moments untouched, no all-gather.
+  // Collective over `comm`.
+  struct StepResult {
+    double grad_norm = 0;   // unscaled global norm before clipping; non-finite when overflowed
+    bool overflow = false;  // the step was skipped
+  };
+  StepResult step_scaled(double lr, double loss_scale);
 
   // Optimizer state of this rank's partition (stage 0: also just that range, so that the union over
   // ranks covers every element once). CPU copies.
@@ -102,7 +121,12 @@ class ZeroOptimizer {
   int64_t partition_numel() const { return partition_; }  // padded / world
   ZeroFootprint footprint() const;
 
+  // Phase timing of step() (profile_steps): off by default because it synchronises the device.
+  void set_profiling(bool on) { profiling_ = on; }
+  const StepTimes& last_step_times() const { return times_; }
+
  private:
+  StepResult step_impl(double lr, double loss_scale, bool skip_overflow);
   void reduce_gradients();
   void gather_weights();
   at::Tensor my_grads() const;  // the reduced gradient this rank steps
@@ -123,6 +147,8 @@ class ZeroOptimizer {
   // or, offloaded, on the host together with a gradient staging buffer.
   at::Tensor exp_avg_, exp_avg_sq_;
   at::Tensor host_master_, host_grad_;
+  bool profiling_ = false;
+  StepTimes times_;
 };
 
 }  // namespace zlora::zero

@@ -1,0 +1,61 @@
+# shellcheck shell=bash
+# Sourced by the jobs/ scripts: how a (re)started job launches `zlora train`.
+#
+# zlora exits with 75 (EX_TEMPFAIL) after it saved a checkpoint on SIGUSR1/SIGTERM; the scripts then
+# requeue (Slurm) or relaunch (mpirun) the job. A restarted job must resume, but
+# `--resume_from_checkpoint latest` is refused when output_dir holds no complete checkpoint (a job
+# killed, or preempted by a node failure, before its first save), and a fresh start is refused too
+# while the killed attempt's logs are there. So a restart resumes when a checkpoint exists and
+# otherwise starts over with --overwrite_output_dir (which removes only the run's own files). A first
+# start passes neither: zlora then refuses an output_dir that holds another run's outputs.
+
+# zlora_output_dir CONFIG [ARGS...]: the output_dir the run will use. $OUTPUT_DIR wins, then the last
+# --output_dir flag, then the YAML's top-level `output_dir:`. Prints nothing if none is found.
+zlora_output_dir() {
+  if [[ -n "${OUTPUT_DIR:-}" ]]; then
+    printf '%s\n' "$OUTPUT_DIR"
+    return
+  fi
+  local config=$1 found="" prev=""
+  shift
+  for a in "$@"; do
+    if [[ "$prev" == "--output_dir" ]]; then found=$a; fi
+    if [[ "$a" == --output_dir=* ]]; then found=${a#--output_dir=}; fi
+    prev=$a
+  done
+  if [[ -z "$found" && -f "$config" ]]; then
+    # `output_dir: path` at the start of a line; quotes and a trailing comment are stripped.
+    found=$(sed -n -E 's/^output_dir:[[:space:]]*["'\'']?([^"'\''#]*[^"'\''#[:space:]])["'\'']?[[:space:]]*(#.*)?$/\1/p' \
+      "$config" | tail -n 1)
+  fi
+  if [[ -n "$found" ]]; then printf '%s\n' "$found"; fi
+}
+
+# zlora_has_checkpoint DIR: true when DIR holds a checkpoint-STEP directory with its manifest (the
+# manifest is written last; zlora re-verifies every file's hash when it resumes).
+zlora_has_checkpoint() {
+  local m
+  for m in "$1"/checkpoint-*/manifest.json; do
+    case "$m" in *.tmp/manifest.json) continue ;; esac
+    if [[ -f "$m" ]]; then return 0; fi
+  done
+  return 1
+}
+
+# zlora_resume_args RESTARTED OUTPUT_DIR: the flags for this launch, one per line.
+#   RESTARTED 0 (first start): none.
+#   RESTARTED 1, a checkpoint in OUTPUT_DIR: --resume_from_checkpoint latest.
+#   RESTARTED 1, none: --overwrite_output_dir true (start over; the killed attempt's logs go).
+zlora_resume_args() {
+  local restarted=$1 dir=$2
+  if [[ "$restarted" != 1 ]]; then return 0; fi
+  if [[ -z "$dir" ]]; then
+    echo "zlora job: cannot tell the output_dir (set OUTPUT_DIR); resuming from latest" >&2
+    printf '%s\n' --resume_from_checkpoint latest
+  elif zlora_has_checkpoint "$dir"; then
+    printf '%s\n' --resume_from_checkpoint latest
+  else
+    echo "zlora job: restarted, but $dir holds no complete checkpoint yet: starting over" >&2
+    printf '%s\n' --overwrite_output_dir true
+  fi
+}
