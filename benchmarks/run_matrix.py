@@ -55,7 +55,7 @@ def launch(zlora, world, args):
 def window(log_path, timed_from):
     """tokens/s, samples/s, mfu, peak memory over the logged steps after `timed_from`."""
     recs = [json.loads(l) for l in open(log_path) if l.strip()]
-    recs = [r for r in recs if "current_steps" in r]
+    recs = [r for r in recs if "current_steps" in r and r.get("tokens_per_second")]  # step records only
     before = [r for r in recs if r["current_steps"] < timed_from]
     after = [r for r in recs if r["current_steps"] >= timed_from]
     if not before or not after:
