@@ -1,6 +1,7 @@
 // Helpers shared by the test binaries: paths to ../shared and the source tree, temp dirs, running zlora.
 #pragma once
 
+#include "zlora/core/fs.h"
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -30,6 +31,17 @@ inline void write_file(const std::filesystem::path& p, const std::string& body) 
   out << body;
 }
 
+inline bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// How many times `needle` occurs in `haystack`, overlaps included (e.g. a line every rank prints).
+inline size_t count_occurrences(const std::string& haystack, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) ++n;
+  return n;
+}
+
 // A fresh directory under the system temp dir, removed at scope exit.
 class TempDir {
  public:
@@ -40,7 +52,7 @@ class TempDir {
   }
   ~TempDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    zlora::fs::remove_tree(path_, ec);  // not std::filesystem::remove_all: see core/fs.h
   }
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }

@@ -170,7 +170,7 @@ stdfs::path save_checkpoint(const stdfs::path& output_dir, const SaveRequest& re
                fault_point("save_begin", comm.rank);
                if (comm.rank != 0) return;
                stdfs::create_directories(output_dir);
-               stdfs::remove_all(tmp_dir);
+               fs::remove_tree(tmp_dir);
                stdfs::create_directory(tmp_dir);
              }),
              what);
@@ -232,7 +232,7 @@ stdfs::path save_checkpoint(const stdfs::path& output_dir, const SaveRequest& re
       fs::fsync_path(tmp_dir);
       fault_point("before_rename", comm.rank);
       // Saving a step that already exists (a resumed run re-saving it) replaces the old directory.
-      if (stdfs::exists(final_dir)) stdfs::remove_all(final_dir);
+      if (stdfs::exists(final_dir)) fs::remove_tree(final_dir);
       fs::rename_durable(tmp_dir, final_dir);
       fault_point("before_latest", comm.rank);
       fs::write_file_atomic(output_dir / kLatestName, name + "\n");
@@ -373,7 +373,7 @@ std::vector<stdfs::path> clean_stale(const stdfs::path& output_dir) {
     if (tmp_ckpt || tmp_file) {
       // A requeued job on an output_dir that became read-only stops here, before any training.
       std::error_code rm;
-      stdfs::remove_all(e.path(), rm);
+      fs::remove_tree(e.path(), rm);
       if (rm)
         fail("cannot remove '{}', left by an interrupted save: {}; output_dir must be writable to train or resume",
              e.path().string(), fs::errno_message(rm.value()));
@@ -391,7 +391,7 @@ std::vector<stdfs::path> prune_checkpoints(const stdfs::path& output_dir, long l
   std::vector<stdfs::path> removed;
   // Oldest first; the newest complete is never among the first size - limit (limit >= 1).
   for (size_t i = 0; i + size_t(limit) < complete.size(); ++i) {
-    stdfs::remove_all(complete[i]);
+    fs::remove_tree(complete[i]);
     removed.push_back(complete[i]);
   }
   if (!removed.empty()) fs::fsync_path(output_dir);

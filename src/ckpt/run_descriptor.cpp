@@ -91,7 +91,7 @@ OutputDirResult prepare_output_dir(const stdfs::path& output_dir, const RunDescr
   res.previous_outputs = !outputs.empty();
 
   if (overwrite_output_dir) {
-    for (const auto& p : outputs) stdfs::remove_all(p);
+    for (const auto& p : outputs) fs::remove_tree(p);
     res.removed = outputs;
     res.overwritten = res.previous_outputs;
   } else if (resume) {

@@ -59,7 +59,7 @@ int run_init_model(const Args& args, Session&) {
   // Build into a temporary sibling, rename at the end: an interrupted run leaves no directory that
   // looks like a complete model.
   const stdfs::path tmp = out.string() + ".tmp-" + std::to_string(::getpid());
-  stdfs::remove_all(tmp);
+  fs::remove_tree(tmp);
   stdfs::create_directories(tmp);
   at::manual_seed(static_cast<uint64_t>(vm["seed"].as<long long>()));
 
@@ -115,7 +115,7 @@ int run_init_model(const Args& args, Session&) {
     if (stdfs::exists(dir / "tokenizer_config.json"))
       stdfs::copy_file(dir / "tokenizer_config.json", tmp / "tokenizer_config.json");
   }
-  if (stdfs::exists(out)) stdfs::remove_all(out);
+  if (stdfs::exists(out)) fs::remove_tree(out);
   fs::rename_durable(tmp, out);
   log::info("wrote {}: {} parameters ({:.2f} GB, {}) in {} shard(s)", out.string(), total_params, total_bytes / 1e9,
             c10::toString(dtype), shards.size());

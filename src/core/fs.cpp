@@ -2,12 +2,16 @@
 
 #include "zlora/core/error.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
+#include <vector>
 
 namespace zlora::fs {
 
@@ -113,6 +117,46 @@ std::string read_file(const std::filesystem::path& path, size_t max_bytes) {
   in.read(out.data(), static_cast<std::streamsize>(size));
   if (static_cast<size_t>(in.gcount()) != size) fail("short read of '{}'", path.string());
   return out;
+}
+
+namespace {
+// Depth first: a directory's entries, then the directory. Returns 0 or the first errno.
+int remove_tree_at(const std::string& path, std::uintmax_t& removed) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT ? 0 : errno;
+  if (S_ISDIR(st.st_mode)) {
+    std::vector<std::string> names;
+    {
+      std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(path.c_str()), &::closedir);
+      if (!dir) return errno;
+      while (const dirent* e = ::readdir(dir.get())) {
+        const std::string name = e->d_name;
+        if (name != "." && name != "..") names.push_back(name);
+      }
+    }
+    for (const std::string& name : names)
+      if (int err = remove_tree_at(path + "/" + name, removed)) return err;
+    if (::rmdir(path.c_str()) != 0) return errno;
+  } else if (::unlink(path.c_str()) != 0) {
+    return errno;
+  }
+  ++removed;
+  return 0;
+}
+}  // namespace
+
+std::uintmax_t remove_tree(const std::filesystem::path& path, std::error_code& ec) {
+  std::uintmax_t removed = 0;
+  const int err = remove_tree_at(path.string(), removed);
+  ec = err ? std::error_code(err, std::generic_category()) : std::error_code();
+  return removed;
+}
+
+std::uintmax_t remove_tree(const std::filesystem::path& path) {
+  std::error_code ec;
+  const std::uintmax_t removed = remove_tree(path, ec);
+  if (ec) fail("cannot remove '{}': {}", path.string(), errno_message(ec.value()));
+  return removed;
 }
 
 }  // namespace zlora::fs

@@ -104,7 +104,7 @@ class TempTree {
   ~TempTree() {
     if (keep_) return;
     std::error_code ec;
-    stdfs::remove_all(path_, ec);
+    fs::remove_tree(path_, ec);
   }
   TempTree(const TempTree&) = delete;
   TempTree& operator=(const TempTree&) = delete;
@@ -505,7 +505,7 @@ void publish(const stdfs::path& tmp, const stdfs::path& out) {
     fs::rename_durable(old, out);  // put the previous export back
     throw;
   }
-  stdfs::remove_all(old, ec);
+  fs::remove_tree(old, ec);
 }
 
 }  // namespace
@@ -525,7 +525,7 @@ ExportSummary export_merged(const ExportOptions& o) {
                (in.export_dir.filename().string() + ".tmp-" + std::to_string(::getpid())));
   {
     std::error_code ec;
-    stdfs::remove_all(tmp.path(), ec);  // a leftover of an earlier process with our pid
+    fs::remove_tree(tmp.path(), ec);  // a leftover of an earlier process with our pid
   }
   stdfs::create_directory(tmp.path());
 

@@ -33,7 +33,7 @@ class SharedDir {
   }
   ~SharedDir() {
     MPI_Barrier(MPI_COMM_WORLD);
-    if (g_mpi->rank() == 0) stdfs::remove_all(path_);
+    if (g_mpi->rank() == 0) zlora::fs::remove_tree(path_);
   }
   const stdfs::path& path() const { return path_; }
 

@@ -3,9 +3,11 @@
 // file or the new one, never a half-written file under the final name.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace zlora::fs {
 
@@ -24,6 +26,14 @@ std::string read_file(const std::filesystem::path& path, size_t max_bytes = size
 // strerror(err), plus what to do for the errors of a full, size-limited, read-only or foreign file system
 // ("No space left on device (the file system is full or over quota: ...)"), for messages about writes.
 std::string errno_message(int err);
+
+// std::filesystem::remove_all with POSIX calls (lstat, opendir, unlink, rmdir): symlinks are removed,
+// never followed; a missing path removes nothing. Why not the standard one: PyTorch's pip LibTorch
+// exports its own copy of std::filesystem (from the older libstdc++ it was built with) and executables
+// linked against it bound remove_all to that copy, which crashed (LibTorch 2.11, gcc 13, Ubuntu 24.04).
+// Returns the number of entries removed; the first form sets `ec` instead of throwing.
+std::uintmax_t remove_tree(const std::filesystem::path& path, std::error_code& ec);
+std::uintmax_t remove_tree(const std::filesystem::path& path);  // fails naming the path and the reason
 
 // A temporary sibling name for `path` unique to this process: "<name>.tmp.<pid>".
 std::filesystem::path temp_sibling(const std::filesystem::path& path);
