@@ -1,7 +1,6 @@
 // Helpers shared by the test binaries: paths to ../shared and the source tree, temp dirs, running zlora.
 #pragma once
 
-#include "zlora/core/fs.h"
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -9,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include "zlora/core/fs.h"
 
 namespace zlora::test {
 

