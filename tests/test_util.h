@@ -53,7 +53,7 @@ class TempDir {
   }
   ~TempDir() {
     std::error_code ec;
-    zlora::fs::remove_tree(path_, ec);  // not std::filesystem::remove_all: see core/fs.h
+    zlora::fs::remove_tree(path_, ec);  // see core/fs.h
   }
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }

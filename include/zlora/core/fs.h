@@ -29,8 +29,10 @@ std::string errno_message(int err);
 
 // std::filesystem::remove_all with POSIX calls (lstat, opendir, unlink, rmdir): symlinks are removed,
 // never followed; a missing path removes nothing. Why not the standard one: PyTorch's pip LibTorch
-// exports its own copy of std::filesystem (from the older libstdc++ it was built with) and executables
-// linked against it bound remove_all to that copy, which crashed (LibTorch 2.11, gcc 13, Ubuntu 24.04).
+// exports its own copy of std::filesystem (libtorch_cpu.so, 142 symbols from the older libstdc++ it was
+// built with), so a call may bind to that copy; tree removal, which the checkpoint and export code rely
+// on, is kept independent of it. (A crash seen in the CUDA build's test_model was first suspected here;
+// it persisted after this change, so its cause is elsewhere and still open.)
 // Returns the number of entries removed; the first form sets `ec` instead of throwing.
 std::uintmax_t remove_tree(const std::filesystem::path& path, std::error_code& ec);
 std::uintmax_t remove_tree(const std::filesystem::path& path);  // fails naming the path and the reason
