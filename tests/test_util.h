@@ -6,12 +6,25 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <string>
 
+#include "zlora/core/error.h"
 #include "zlora/core/fs.h"
 
 namespace zlora::test {
+
+// Runs `fn`, which must throw a zlora::Error whose message contains every one of `parts`.
+template <typename Fn>
+void expect_error(Fn fn, std::initializer_list<std::string> parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a zlora::Error containing '" << *parts.begin() << "'";
+  } catch (const zlora::Error& e) {
+    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
 
 // Compiled in by tests/CMakeLists.txt.
 inline std::filesystem::path shared_dir() { return ZLORA_SHARED_DIR; }

@@ -23,19 +23,10 @@ namespace zm = zlora::model;
 namespace ze = zlora::exporter;
 namespace stdfs = std::filesystem;
 using json = nlohmann::json;
+using zlora::test::expect_error;
 using zlora::test::TempDir;
 
 namespace {
-
-template <typename Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a zlora::Error containing '" << *parts.begin() << "'";
-  } catch (const zlora::Error& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
 
 double rel_err(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor x = a.detach().to(at::kDouble), y = b.detach().to(at::kDouble);

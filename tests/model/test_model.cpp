@@ -10,21 +10,12 @@
 #include "zlora/model/decoder.h"
 
 namespace zm = zlora::model;
+using zlora::test::expect_error;
 using zlora::test::TempDir;
 
 namespace {
 
 std::filesystem::path golden(const std::string& rel) { return zlora::test::source_dir() / "tests/golden/model" / rel; }
-
-template <typename Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a zlora::Error containing '" << *parts.begin() << "'";
-  } catch (const zlora::Error& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
 
 // ||a - b|| / ||b|| in float64.
 double rel_err(const at::Tensor& a, const at::Tensor& b) {

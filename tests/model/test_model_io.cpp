@@ -10,6 +10,7 @@
 #include "zlora/model/safetensors.h"
 
 namespace zm = zlora::model;
+using zlora::test::expect_error;
 using zlora::test::TempDir;
 
 namespace {
@@ -17,16 +18,6 @@ namespace {
 std::filesystem::path golden(const std::string& rel) { return zlora::test::source_dir() / "tests/golden/model" / rel; }
 
 // Expects `fn` to throw zlora::Error whose message contains every piece of `parts`.
-template <typename Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a zlora::Error containing '" << *parts.begin() << "'";
-  } catch (const zlora::Error& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
-
 // A safetensors file from a raw header string and `data_bytes` bytes of data.
 std::string raw_file(const std::string& header, size_t data_bytes, uint64_t claimed_len = UINT64_MAX) {
   const uint64_t n = claimed_len == UINT64_MAX ? header.size() : claimed_len;
