@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--gradient_checkpointing", action="store_true")
     ap.add_argument("--out", required=True)
     ap.add_argument("--label", default="transformers+peft")
+    ap.add_argument("--model-label", default=None, help="the model column (default: the config's name or the path)")
     args = ap.parse_args()
 
     cfg = AutoConfig.from_pretrained(args.model).to_dict()
@@ -118,7 +119,7 @@ def main():
     fpt = bench_common.lora_flops_per_token(cfg, args.lora_rank, targets, mean_len)
     tps = tokens / elapsed
     row = {"system": args.label, "gpu": gpu, "date": bench_common.today(), "world_size": 1, "zero_stage": None,
-           "offload": False, "model": cfg.get("_name_or_path") or args.model, "steps": timed_steps,
+           "offload": False, "model": args.model_label or cfg.get("_name_or_path") or args.model, "steps": timed_steps,
            "time_s": round(elapsed, 3), "final_loss": timer.losses[-1] if timer.losses else None,
            "samples_per_s": round(len(timed) / elapsed, 3), "tokens_per_s": round(tps, 1),
            "mfu": round(tps * fpt / (peak * 1e12), 4) if peak else None,

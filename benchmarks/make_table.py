@@ -33,10 +33,10 @@ def main():
         groups.setdefault((r["gpu"], r["date"], r["_file"]), []).append(r)
     for (gpu, date, fname), rs in sorted(groups.items()):
         out += [f"## {gpu}, {date} (`benchmarks/results/{fname}`)", "",
-                "| system | world | ZeRO | offload | model | steps | time (s) | final loss | samples/s | tokens/s | MFU | peak GiB |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                "| system | experiment | world | ZeRO | offload | model | steps | time (s) | final loss | samples/s | tokens/s | MFU | peak GiB |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rs:
-            out.append("| " + " | ".join([fmt(r["system"]), fmt(r["world_size"]), fmt(r["zero_stage"]),
+            out.append("| " + " | ".join([fmt(r["system"]), fmt(r.get("experiment", "–")), fmt(r["world_size"]), fmt(r["zero_stage"]),
                                            fmt(r["offload"]), os.path.basename(str(r["model"])), fmt(r["steps"]),
                                            fmt(r["time_s"]), fmt(r["final_loss"], ".4f") if r["final_loss"] is not None else "–",
                                            fmt(r["samples_per_s"]), fmt(r["tokens_per_s"]),

@@ -3,14 +3,15 @@
 GPUs allow, on one model directory and one token store, with the seed's hyperparameters; prints the
 seed's table (experiment, steps, time, final loss) plus samples/s, tokens/s, MFU and peak memory per GPU,
 appends one row per experiment to a results JSON (benchmarks/bench_common.py's schema), and prints each
-experiment's per-phase profile (a separate short run with profile_steps; profiling synchronises the
-device between phases, so it is never part of the timed run).
+experiment's per-phase profile (a separate run of the same length timing its last --profile-steps steps;
+profiling synchronises the device between phases, so it is never part of the timed run).
 
     python3 benchmarks/run_matrix.py --zlora build-gpu/bin/zlora --model MODEL_DIR --store data.h5 \\
         --steps 25 --timed-from 11 --out benchmarks/results/DATE-GPU.json [--gpus N] [--only single,zero3]
 
-Throughput is taken from trainer_log.jsonl over the steps after --timed-from (warm-up excluded):
-tokens and wall time between the two logged steps bracketing the window.
+Throughput is taken from trainer_log.jsonl over the steps after --timed-from (warm-up excluded: with
+cuda_graphs each new padded size is captured once, mostly in the first ~30 steps): tokens and wall time
+between the two logged steps bracketing the window.
 """
 import argparse
 import json
@@ -29,13 +30,19 @@ SEED_ARGS = ["--template", "qwen", "--bf16", "--device", "cuda", "--per_device_t
              "--lr_scheduler_type", "cosine", "--warmup_steps", "10", "--max_grad_norm", "1.0",
              "--save_strategy", "no", "--logging_steps", "5"]
 
-# name -> (ZeRO stage, offload, needs more than one GPU)
+# name -> (ZeRO stage, offload, needs more than one GPU, extra arguments)
 EXPERIMENTS = {
-    "single": (0, False, False),
-    "zero1": (1, False, True),
-    "zero2_offload": (2, True, True),
-    "zero3": (3, False, True),
+    "single": (0, False, False, []),
+    "zero1": (1, False, True, []),
+    "zero2_offload": (2, True, True, []),
+    "zero3": (3, False, True, []),
+    # Not in the seed's table: the single-GPU row without CUDA graphs, to show what they are worth.
+    "single_no_graphs": (0, False, False, ["--cuda_graphs", "false"]),
+    # Not in the seed's table: each step split into micro-batches of at most 1,024 tokens (about two per
+    # step here): less activation memory for some throughput.
+    "single_mb1024": (0, False, False, ["--micro_batch_tokens", "1024"]),
 }
+DEFAULT = ["single", "zero1", "zero2_offload", "zero3"]
 
 
 def gpu_info():
@@ -81,7 +88,8 @@ def main():
     ap.add_argument("--timed-from", type=int, default=11, help="first timed step (earlier ones warm up)")
     ap.add_argument("--gpus", type=int, default=0, help="GPUs to use for the multi-GPU rows (default: all)")
     ap.add_argument("--only", default="", help="comma-separated experiments (default: all that fit)")
-    ap.add_argument("--profile-steps", type=int, default=5)
+    ap.add_argument("--profile-steps", type=int, default=10)
+    ap.add_argument("--profile-only", default="", help="comma-separated experiments to profile (default: all)")
     ap.add_argument("--work", default="/tmp/zlora_matrix")
     ap.add_argument("--out", required=True, help="results JSON to append rows to")
     ap.add_argument("--model-label", default=None)
@@ -89,17 +97,17 @@ def main():
 
     gpu, ngpu = gpu_info()
     world_multi = args.gpus or ngpu
-    wanted = [e for e in (args.only.split(",") if args.only else EXPERIMENTS) if e]
+    wanted = [e for e in (args.only.split(",") if args.only else DEFAULT) if e]
     rows, table = [], []
     for name in wanted:
         if name not in EXPERIMENTS:
             sys.exit(f"run_matrix: unknown experiment '{name}'; choose from {', '.join(EXPERIMENTS)}")
-        stage, offload, multi = EXPERIMENTS[name]
+        stage, offload, multi, extra = EXPERIMENTS[name]
         world = world_multi if multi else 1
         if multi and world < 2:
             print(f"[{name}] runs at world size 1 (this machine has {ngpu} GPU): same code path, no communication")
         common = ["--model_name_or_path", args.model, "--tokenized_path", args.store, "--zero_stage", str(stage),
-                  "--offload_optimizer", "cpu" if offload else "none"] + SEED_ARGS
+                  "--offload_optimizer", "cpu" if offload else "none"] + SEED_ARGS + extra
         out_dir = os.path.join(args.work, name)
         shutil.rmtree(out_dir, ignore_errors=True)
         t0 = time.time()
@@ -118,12 +126,12 @@ def main():
                                                                args.timed_from)
         results = json.load(open(os.path.join(out_dir, "train_results.json")))
         profile = None
-        if args.profile_steps > 0:
+        if args.profile_steps > 0 and (not args.profile_only or name in args.profile_only.split(",")):
             pdir = out_dir + "_profile"
             shutil.rmtree(pdir, ignore_errors=True)
             with open(log + ".profile", "w") as f:
                 subprocess.run(launch(args.zlora, world, common + [
-                    "--max_steps", str(args.profile_steps + 3), "--profile_steps", str(args.profile_steps),
+                    "--max_steps", str(args.steps), "--profile_steps", str(args.profile_steps),
                     "--output_dir", pdir]), stdout=f, stderr=subprocess.STDOUT)
             ppath = os.path.join(pdir, "profile.json")
             if os.path.exists(ppath):

@@ -87,3 +87,23 @@ if(ZLORA_CUDA_ENABLED)
 else()
   message(STATUS "zlora: CUDA off (LibTorch ${Torch_VERSION} is a CPU build or ZLORA_WITH_CUDA=OFF)")
 endif()
+
+# zlora's own kernels (src/model/kernels.cu) are torch-free: they compile wherever nvcc is found, so a
+# CPU build (CI: CPU LibTorch, CUDA toolkit in /usr/local/cuda) still compiles them for
+# ZLORA_CUDA_ARCHITECTURES; only a CUDA build links them into the decoder.
+set(ZLORA_KERNELS OFF)
+if(ZLORA_CUDA_ENABLED)
+  set(ZLORA_KERNELS ON)
+elseif(NOT ZLORA_WITH_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(ZLORA_KERNELS ON)
+    message(STATUS "zlora: compiling the CUDA kernels with ${CMAKE_CUDA_COMPILER} (not linked: CPU LibTorch)")
+  endif()
+endif()

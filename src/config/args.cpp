@@ -290,6 +290,13 @@ Schema<TrainConfig> make_train_schema() {
        "slows those steps: benchmarks profile in a separate run.")
       .range(0, kBig);
   s.add(
+       "cuda_graphs", d, [](R & r) -> auto& { return r.dist.cuda_graphs; },
+       "Capture each micro-batch's forward and backward as a CUDA graph per padded size (tokens rounded up "
+       "to 64, loss rows to 256) and replay it: removes the CPU's per-kernel launch cost. auto: on where "
+       "supported (CUDA, flash attention, ZeRO 0-2, no NEFTune, no gradient checkpointing), with the reason "
+       "logged where not; true: required; false: off.")
+      .one_of({"auto", "true", "false"});
+  s.add(
        "loss_scale", d, [](R & r) -> auto& { return r.dist.loss_scale; },
        "fp16: static loss scale; 0 = dynamic loss scaling.")
       .range(0, kBig);

@@ -10,6 +10,12 @@
 #include "attention.h"
 #include "zlora/core/error.h"
 
+#ifdef ZLORA_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "zlora/model/kernels.h"
+#endif
+
 namespace zlora::model {
 namespace {
 
@@ -68,12 +74,93 @@ struct FrozenLinear : torch::autograd::Function<FrozenLinear> {
 // ~100. On a GPU the per-op CPU cost of autograd, not the arithmetic, bounded the step (profile_steps).
 // The forward arithmetic is HF/PEFT's, op for op, so outputs are unchanged; gradients agree to rounding.
 
+// ---- zlora's CUDA kernels (model/kernels.cu) where they serve, ATen compositions elsewhere ----------
+
+// Whether the fused kernels serve tensors like `x`: a CUDA build, a CUDA tensor of a supported dtype.
+bool use_kernels(const at::Tensor& x) {
+#ifdef ZLORA_WITH_CUDA
+  const auto t = x.scalar_type();
+  return x.is_cuda() && (t == at::kFloat || t == at::kHalf || t == at::kBFloat16);
+#else
+  (void)x;
+  return false;
+#endif
+}
+
+#ifdef ZLORA_WITH_CUDA
+kernels::DType kernel_dtype(const at::Tensor& x) {
+  switch (x.scalar_type()) {
+    case at::kHalf:
+      return kernels::DType::kFloat16;
+    case at::kBFloat16:
+      return kernels::DType::kBFloat16;
+    default:
+      return kernels::DType::kFloat32;
+  }
+}
+void* stream_of(const at::Tensor& x) { return c10::cuda::getCurrentCUDAStream(x.device().index()).stream(); }
+void check_kernel(const char* error, const char* what) {
+  if (error) fail("CUDA kernel {} failed: {}", what, error);
+}
+#endif
+
+at::Tensor rms_norm_kernel_forward(const at::Tensor& x, const at::Tensor& w, double eps, at::Tensor& rstd) {
+#ifdef ZLORA_WITH_CUDA
+  const int64_t cols = x.size(-1), rows = x.numel() / cols;
+  at::Tensor y = at::empty_like(x);
+  rstd = at::empty({rows, 1}, x.options().dtype(at::kFloat));
+  check_kernel(kernels::rms_norm_forward(kernel_dtype(x), x.data_ptr(), w.data_ptr(), static_cast<float>(eps), rows,
+                                         cols, y.data_ptr(), rstd.data_ptr<float>(), stream_of(x)),
+               "rms_norm_forward");
+  return y;
+#else
+  (void)x, (void)w, (void)eps, (void)rstd;
+  fail("internal: CUDA kernel called in a build without CUDA");
+#endif
+}
+
+at::Tensor rms_norm_kernel_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
+                                    const at::Tensor& rstd) {
+#ifdef ZLORA_WITH_CUDA
+  const int64_t cols = x.size(-1), rows = x.numel() / cols;
+  at::Tensor dx = at::empty_like(x);
+  check_kernel(kernels::rms_norm_backward(kernel_dtype(x), dy.data_ptr(), x.data_ptr(), w.data_ptr(),
+                                          rstd.data_ptr<float>(), rows, cols, dx.data_ptr(), stream_of(x)),
+               "rms_norm_backward");
+  return dx;
+#else
+  (void)dy, (void)x, (void)w, (void)rstd;
+  fail("internal: CUDA kernel called in a build without CUDA");
+#endif
+}
+
+at::Tensor rope_kernel(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool backward) {
+#ifdef ZLORA_WITH_CUDA
+  const at::Tensor xc = x.contiguous();
+  at::Tensor out = at::empty_like(xc);
+  check_kernel(kernels::rope(kernel_dtype(xc), backward, xc.data_ptr(), cos.data_ptr(), sin.data_ptr(), xc.size(0),
+                             xc.size(1), xc.size(2), out.data_ptr(), stream_of(xc)),
+               "rope");
+  return out;
+#else
+  (void)x, (void)cos, (void)sin, (void)backward;
+  fail("internal: CUDA kernel called in a build without CUDA");
+#endif
+}
+
 // HF's Qwen2RMSNorm/LlamaRMSNorm: normalise in fp32, cast back to the input dtype, multiply by the frozen
 // weight in that dtype. Saves x and the fp32 reciprocal RMS [T, 1].
 struct RmsNorm : torch::autograd::Function<RmsNorm> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, FrozenTensors w, WeightStore* store,
                             int64_t unit, const std::string& name, double eps) {
     save_ref(ctx, store, unit, name);
+    if (use_kernels(x) && w.weight.scalar_type() == x.scalar_type()) {
+      const at::Tensor xc = x.contiguous();
+      at::Tensor rstd;
+      at::Tensor y = rms_norm_kernel_forward(xc, w.weight.contiguous(), eps, rstd);
+      ctx->save_for_backward({xc, rstd});
+      return y;
+    }
     at::Tensor xf = x.to(at::kFloat);
     at::Tensor rstd = at::rsqrt(xf.pow(2).mean(-1, true) + eps);
     ctx->save_for_backward({x, rstd});
@@ -86,6 +173,13 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
       const at::Tensor& x = saved[0];
       const at::Tensor& rstd = saved[1];
       Reacquired r(ctx);
+      if (use_kernels(x) && r.weight.scalar_type() == x.scalar_type())
+        return {rms_norm_kernel_backward(grad[0].contiguous(), x, r.weight.contiguous(), rstd),
+                at::Tensor(),
+                at::Tensor(),
+                at::Tensor(),
+                at::Tensor(),
+                at::Tensor()};
       // y = xf * rstd with rstd = (mean(xf^2) + eps)^-1/2:  dxf = rstd * (gy - xf * rstd^2 * mean(gy * xf)).
       at::Tensor gy = (grad[0] * r.weight).to(at::kFloat);
       at::Tensor xf = x.to(at::kFloat);
@@ -96,6 +190,16 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
   }
 };
 
+// PyTorch's fused dropout kernel (output and bool mask in one pass) draws from the device's default
+// generator; it serves when that is the generator asked for (the trainer passes it on CUDA). Elsewhere
+// (CPU, or a caller's own CUDA generator) the mask is drawn with bernoulli_ on the given generator.
+bool fused_dropout_applies(const at::Tensor& x, const c10::optional<at::Generator>& generator) {
+  if (!x.is_cuda()) return false;
+  if (!generator) return true;
+  return generator->unsafeGetGeneratorImpl() ==
+         at::globalContext().defaultGenerator(x.device()).unsafeGetGeneratorImpl();
+}
+
 // What a LoRA linear needs besides its tensors.
 struct LoraCall {
   double scaling = 1;
@@ -105,8 +209,14 @@ struct LoraCall {
 };
 
 // PEFT's lora.Linear: y = x W^T + b + lora_B(lora_A(dropout(x))) * scaling, W/b frozen, A/B the fp32
-// masters cast to the compute dtype. Saves the dropped-out input, the keep mask and the rank-r
+// masters cast to the compute dtype. Saves the dropped-out input, the keep mask (bool) and the rank-r
 // activation; W is re-acquired in backward.
+//
+// Fewer passes over [T, in] and [T, out] than the literal PEFT graph (the step is bound by these
+// memory-bound kernels once the launches are gone, see cuda_graphs): scaling and the add onto y ride in
+// the up-projection GEMM (addmm: fp32 accumulate, one rounding instead of three in bf16); on CUDA with
+// the device's default generator dropout is PyTorch's fused kernel (what nn.Dropout runs for PEFT:
+// output and mask in one pass); backward scales the rank-r tensors, never [T, out].
 struct LoraLinear : torch::autograd::Function<LoraLinear> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
                             FrozenTensors wb, WeightStore* store, int64_t unit, const std::string& name,
@@ -116,8 +226,13 @@ struct LoraLinear : torch::autograd::Function<LoraLinear> {
     at::Tensor xin = x, keep;
     const double p = call.training ? call.dropout : 0.0;
     if (p > 0) {
-      keep = at::empty_like(x).bernoulli_(1 - p, call.generator);
-      xin = x * keep / (1 - p);
+      if (fused_dropout_applies(x, call.generator)) {
+        std::tie(xin, keep) = at::native_dropout(x, p, true);
+      } else {
+        keep = at::empty_like(x).bernoulli_(1 - p, call.generator);
+        xin = x * keep / (1 - p);
+        keep = keep.to(at::kBool);  // saved for backward: 1 byte per element
+      }
     }
     const auto dt = x.scalar_type();
     at::Tensor Ad = A.to(dt), Bd = B.to(dt);
@@ -125,25 +240,31 @@ struct LoraLinear : torch::autograd::Function<LoraLinear> {
     ctx->save_for_backward({xin, keep.defined() ? keep : at::Tensor(), u, Ad, Bd});
     ctx->saved_data["scaling"] = call.scaling;
     ctx->saved_data["p"] = p;
-    return y + at::matmul(u, Bd.t()) * call.scaling;
+    // y += scaling * u B^T in the GEMM's epilogue (2-D views: packed inputs are [T, features]).
+    at::Tensor y2 = y.view({-1, y.size(-1)});
+    y2.addmm_(u.view({-1, u.size(-1)}), Bd.t(), 1.0, call.scaling);
+    return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     auto saved = ctx->get_saved_variables();
     const at::Tensor &xin = saved[0], &keep = saved[1], &u = saved[2], &Ad = saved[3], &Bd = saved[4];
     const double scaling = ctx->saved_data["scaling"].toDouble(), p = ctx->saved_data["p"].toDouble();
-    const at::Tensor& g = grad[0];
-    at::Tensor gs = g * scaling;         // d(lora_B(u))
-    at::Tensor du = at::matmul(gs, Bd);  // [T, r]
+    const at::Tensor g = grad[0].reshape({-1, grad[0].size(-1)});
+    // d(lora_B(u)) = g * scaling; scaled on the rank-r side: du = scaling (g B), dB = scaling g^T u.
+    at::Tensor du = at::matmul(g, Bd).mul_(scaling);  // [T, r]
     at::Tensor dA, dB, dx;
-    if (ctx->needs_input_grad(2))
-      dB = at::matmul(gs.reshape({-1, gs.size(-1)}).t(), u.reshape({-1, u.size(-1)})).to(at::kFloat);
-    if (ctx->needs_input_grad(1))
-      dA = at::matmul(du.reshape({-1, du.size(-1)}).t(), xin.reshape({-1, xin.size(-1)})).to(at::kFloat);
+    if (ctx->needs_input_grad(2)) dB = at::matmul(g.t(), u.reshape({-1, u.size(-1)})).mul_(scaling).to(at::kFloat);
+    if (ctx->needs_input_grad(1)) dA = at::matmul(du.t(), xin.reshape({-1, xin.size(-1)})).to(at::kFloat);
     if (ctx->needs_input_grad(0)) {
       Reacquired r(ctx);
-      at::Tensor dxin = at::matmul(du, Ad);
-      if (p > 0) dxin = dxin / (1 - p) * keep;
-      dx = at::matmul(g, r.weight) + dxin;
+      dx = at::matmul(g, r.weight);
+      if (p > 0) {
+        at::Tensor dxin = at::matmul(du, Ad).mul_(keep);
+        dx.add_(dxin, 1.0 / (1 - p));
+      } else {
+        dx.addmm_(du, Ad);
+      }
+      dx = dx.view(xin.sizes());
     }
     return {dx, dA, dB, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -161,32 +282,43 @@ at::Tensor rotate_half_t(const at::Tensor& y) {
 }
 
 struct Rope : torch::autograd::Function<Rope> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, at::Tensor cos,
-                               at::Tensor sin) {
-    cos = cos.unsqueeze(1);
-    sin = sin.unsqueeze(1);
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                               const at::Tensor& sin) {
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
-    return {q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin};
+    if (kernel_applies(q, cos, sin)) return {rope_kernel(q, cos, sin, false), rope_kernel(k, cos, sin, false)};
+    const at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);
+    return {q * c + rotate_half(q) * s, k * c + rotate_half(k) * s};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     const at::Tensor cos = ctx->saved_data["cos"].toTensor(), sin = ctx->saved_data["sin"].toTensor();
-    auto back = [&](const at::Tensor& g) { return g.defined() ? g * cos + rotate_half_t(g * sin) : at::Tensor(); };
+    const at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);
+    auto back = [&](const at::Tensor& g) {
+      if (!g.defined()) return at::Tensor();
+      if (kernel_applies(g, cos, sin)) return rope_kernel(g, cos, sin, true);
+      return g * c + rotate_half_t(g * s);
+    };
     return {back(grad[0]), back(grad[1]), at::Tensor(), at::Tensor()};
+  }
+  // cos/sin [T, hd] contiguous in x's dtype, x [T, heads, hd].
+  static bool kernel_applies(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    return use_kernels(x) && x.dim() == 3 && cos.scalar_type() == x.scalar_type() &&
+           sin.scalar_type() == x.scalar_type() && cos.is_contiguous() && sin.is_contiguous() && cos.dim() == 2 &&
+           cos.size(0) == x.size(0) && cos.size(1) == x.size(2);
   }
 };
 
-// SwiGLU's gate: silu(g) * u.
+// SwiGLU's gate: silu(g) * u. silu(g) is recomputed in backward rather than saved ([T, intermediate]
+// per layer, the largest activation of the step; the recomputation is one elementwise kernel).
 struct SwiGlu : torch::autograd::Function<SwiGlu> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& g, const at::Tensor& u) {
-    at::Tensor s = at::silu(g);
-    ctx->save_for_backward({g, u, s});
-    return s * u;
+    ctx->save_for_backward({g, u});
+    return at::silu(g) * u;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     auto saved = ctx->get_saved_variables();
-    const at::Tensor &g = saved[0], &u = saved[1], &s = saved[2];
-    return {at::silu_backward(grad[0] * u, g), grad[0] * s};
+    const at::Tensor &g = saved[0], &u = saved[1];
+    return {at::silu_backward(grad[0] * u, g), grad[0] * at::silu(g)};
   }
 };
 
@@ -236,9 +368,15 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
 // Sum over rows of cross_entropy(h W^T, target) for h [N, d] (rows with a target only). Logits exist one
 // chunk of rows at a time, in forward and again in backward (recomputed), so memory is chunk × vocab.
 // Logits are computed in the compute dtype and upcast to fp32, as transformers does.
+// Optional per-row weights of the cross-entropy (a padded DeviceBatch: 0 for padding rows). A non-tensor
+// argument because LibTorch 1.13 rejects undefined tensor inputs to autograd functions.
+struct RowWeights {
+  at::Tensor weight;  // [N] fp32, or undefined: every row counts once
+};
+
 struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, FrozenTensors head, const at::Tensor& targets,
-                            WeightStore* store, int64_t unit, const std::string& name, int64_t chunk) {
+                            RowWeights rw, WeightStore* store, int64_t unit, const std::string& name, int64_t chunk) {
     save_ref(ctx, store, unit, name);
     const at::Tensor& w = head.weight;
     ctx->saved_data["chunk"] = chunk;
@@ -250,10 +388,12 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
       at::Tensor logits = at::matmul(h.slice(0, c0, c1), w.t()).to(at::kFloat);
       at::Tensor l = at::logsumexp(logits, 1);
       at::Tensor picked = logits.gather(1, targets.slice(0, c0, c1).unsqueeze(1)).squeeze(1);
-      total.add_((l - picked).sum());
+      at::Tensor ce = l - picked;
+      if (rw.weight.defined()) ce = ce * rw.weight.slice(0, c0, c1);
+      total.add_(ce.sum());
       lse.slice(0, c0, c1).copy_(l);
     }
-    ctx->save_for_backward({h, targets, lse});
+    ctx->save_for_backward({h, targets, lse, rw.weight});
     return total;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
@@ -261,6 +401,7 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
     const at::Tensor& h = saved[0];
     const at::Tensor& targets = saved[1];
     const at::Tensor& lse = saved[2];
+    const at::Tensor& row_weight = saved[3];
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
     at::Tensor dh;
     if (ctx->needs_input_grad(0)) {
@@ -276,10 +417,11 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
         at::Tensor t = targets.slice(0, c0, c1).unsqueeze(1);
         p.scatter_add_(1, t, at::full(t.sizes(), -1.0, p.options()));
         p.mul_(g);
+        if (row_weight.defined()) p.mul_(row_weight.slice(0, c0, c1).unsqueeze(1));
         dh.slice(0, c0, c1).copy_(at::matmul(p.to(h.scalar_type()), w));
       }
     }
-    return {dh, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dh, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -485,9 +627,15 @@ at::Tensor Decoder::final_hidden(const PackedBatch& batch, const ForwardOptions&
   auto packed = std::make_shared<const detail::VarlenLayout>(
       detail::make_layout(batch.cu_seqlens, batch.max_seqlen,
                           detail::use_flash(options.attention, dev, x.scalar_type(), config_.head_dim), dev));
+  return run_layers(x, batch.position_ids.to(dev), std::move(packed), options);
+}
+
+at::Tensor Decoder::run_layers(at::Tensor x, const at::Tensor& positions,
+                               std::shared_ptr<const detail::VarlenLayout> packed,
+                               const ForwardOptions& options) const {
   Attn attn;
   attn.packed = packed.get();
-  std::tie(attn.cos, attn.sin) = rope_tables(batch.position_ids.to(dev), inv_freq_, x.scalar_type());
+  std::tie(attn.cos, attn.sin) = rope_tables(positions, inv_freq_, x.scalar_type());
   const bool checkpoint = options.gradient_checkpointing && at::GradMode::is_enabled();
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     at::Tensor anchor = x.requires_grad() ? x : lora_anchor(l);
@@ -507,12 +655,53 @@ at::Tensor Decoder::final_hidden(const PackedBatch& batch, const ForwardOptions&
   return x;
 }
 
-LossResult Decoder::loss(const PackedBatch& batch, const ForwardOptions& options) const {
-  if (options.loss_chunk_tokens < 1) fail("decoder: loss_chunk_tokens must be >= 1");
-  at::Tensor x = final_hidden(batch, options);
+at::Tensor Decoder::head_loss(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& targets,
+                              const at::Tensor& row_weight, const ForwardOptions& options) const {
   const int64_t unit = config_.num_hidden_layers + 1;
   UnitLease lease(weights_, unit);
   at::Tensor h = rms_norm(x, unit, "model.norm.weight", lease.weights());
+  const std::string head = lm_head_weight_name(config_);
+  return ChunkedCrossEntropy::apply(h.index_select(0, rows), FrozenTensors{lease.get(head), {}}, targets,
+                                    RowWeights{row_weight}, &weights_, unit, head, options.loss_chunk_tokens);
+}
+
+bool Decoder::uses_flash(const ForwardOptions& options) const {
+  return detail::use_flash(options.attention, weights_.device(), weights_.dtype(), config_.head_dim);
+}
+
+at::Tensor Decoder::loss_sum(const DeviceBatch& batch, const ForwardOptions& options) const {
+  if (options.loss_chunk_tokens < 1) fail("decoder: loss_chunk_tokens must be >= 1");
+  if (options.training && options.neftune_alpha > 0)
+    fail("decoder: NEFTune needs the host batch (its noise is sized per sample); use Decoder::loss");
+  const int64_t T = batch.input_ids.numel();
+  if (T == 0 || batch.position_ids.numel() != T) fail("decoder: device batch of {} tokens is malformed", T);
+  if (batch.rows.numel() != batch.targets.numel() || batch.rows.numel() != batch.row_weight.numel())
+    fail("decoder: device batch has {} rows, {} targets, {} row weights", batch.rows.numel(), batch.targets.numel(),
+         batch.row_weight.numel());
+  if (config_.sliding_window && batch.max_seqlen > *config_.sliding_window)
+    fail("decoder: a sample of {} tokens exceeds the model's sliding_window {}", batch.max_seqlen,
+         *config_.sliding_window);
+  const at::Device dev = weights_.device();
+  at::Tensor x;
+  {
+    UnitLease lease(weights_, 0);
+    x = at::embedding(lease.get("model.embed_tokens.weight"), batch.input_ids);
+  }
+  auto layout = std::make_shared<detail::VarlenLayout>();
+  layout->flash = uses_flash(options);
+  layout->max_seqlen = batch.max_seqlen;
+  layout->cu_seqlens = batch.cu_seqlens_host;
+  layout->cu_seqlens_device = batch.cu_seqlens;
+  if (!layout->flash && (batch.cu_seqlens_host.size() < 2 || batch.cu_seqlens_host.back() != T))
+    fail("decoder: the math attention needs the device batch's host offsets (cu_seqlens_host)");
+  at::Tensor h = run_layers(x, batch.position_ids, std::move(layout), options);
+  if (batch.rows.numel() == 0) return (h.sum() * 0).to(at::kFloat);
+  return head_loss(h, batch.rows, batch.targets, batch.row_weight, options);
+}
+
+LossResult Decoder::loss(const PackedBatch& batch, const ForwardOptions& options) const {
+  if (options.loss_chunk_tokens < 1) fail("decoder: loss_chunk_tokens must be >= 1");
+  at::Tensor x = final_hidden(batch, options);
   // Rows with a target are found on the host copy: no device synchronisation inside the step.
   const at::Tensor targets_host = batch.targets.to(at::kCPU);
   at::Tensor rows_host = (targets_host != -100).nonzero().squeeze(1);
@@ -521,16 +710,13 @@ LossResult Decoder::loss(const PackedBatch& batch, const ForwardOptions& options
   if (r.count != batch.num_targets)
     fail("decoder: batch.num_targets is {} but its targets hold {}", batch.num_targets, r.count);
   if (r.count == 0) {
-    r.sum = (h.sum() * 0).to(at::kFloat);  // keeps the graph (zero gradients) for a batch without targets
+    r.sum = (x.sum() * 0).to(at::kFloat);  // keeps the graph (zero gradients) for a batch without targets
     return r;
   }
   at::Tensor t_host = targets_host.index_select(0, rows_host);
   check_vocab_range(t_host, "target id");
   const at::Device dev = x.device();
-  at::Tensor rows = rows_host.to(dev), t = t_host.to(dev);
-  const std::string head = lm_head_weight_name(config_);
-  r.sum = ChunkedCrossEntropy::apply(h.index_select(0, rows), FrozenTensors{lease.get(head), {}}, t, &weights_, unit,
-                                     head, options.loss_chunk_tokens);
+  r.sum = head_loss(x, rows_host.to(dev), t_host.to(dev), at::Tensor(), options);
   return r;
 }
 

@@ -26,6 +26,7 @@
 #include "zlora/train/run_logger.h"
 #include "zlora/train/sampler.h"
 #include "zlora/train/schedule.h"
+#include "zlora/train/step_graphs.h"
 #include "zlora/train/step_plan.h"
 #include "zlora/zero/loss_scaler.h"
 #include "zlora/zero/memory_plan.h"
@@ -262,11 +263,13 @@ std::optional<std::string> cpu_half_unsupported() {
   }
 }
 
-// Dropout and NEFTune draw on the compute device, so the generator must live there too.
+// Dropout and NEFTune draw on the compute device, so the generator must live there too. On CUDA it is
+// the device's default generator (seeded here, saved in checkpoints): PyTorch's fused dropout kernel,
+// which the decoder uses, draws from that one.
 at::Generator make_generator(const at::Device& d, uint64_t seed) {
 #ifdef ZLORA_WITH_CUDA
   if (d.is_cuda()) {
-    at::Generator g = at::cuda::detail::createCUDAGenerator(d.index());
+    at::Generator g = at::cuda::detail::getDefaultCUDAGenerator(d.index());
     g.set_current_seed(seed);
     return g;
   }
@@ -333,8 +336,10 @@ std::string data_hash(const data::TokenStore& store) {
 // ---- profile_steps: where a step's time goes ----
 // Wall time between device synchronisations, summed over the profiled steps. The optimizer reports its
 // own split (communication vs update) because its collectives interleave with its arithmetic.
-enum class Phase { kData, kForward, kBackward, kComm, kUpdate, kOther, kCount };
-constexpr const char* kPhaseNames[] = {"data", "forward", "backward", "communication", "optimizer", "other"};
+// kGraph: forward and backward of a micro-batch as one CUDA graph replay (cuda_graphs), not separable.
+enum class Phase { kData, kForward, kBackward, kGraph, kComm, kUpdate, kOther, kCount };
+constexpr const char* kPhaseNames[] = {"data",          "forward",   "backward", "forward+backward (graph)",
+                                       "communication", "optimizer", "other"};
 
 class PhaseProfile {
  public:
@@ -673,6 +678,23 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
   fwd.attention = attention_kernel(c.training.flash_attn);
   fwd.gradient_checkpointing = c.training.gradient_checkpointing;
   at::Tensor loss_acc = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(device));
+  // cuda_graphs: each micro-batch padded to a bucket and replayed as a CUDA graph (train/step_graphs.h).
+  std::unique_ptr<StepGraphs> graphs;
+  if (c.dist.cuda_graphs != "false") {
+    const std::optional<std::string> why =
+        StepGraphs::unsupported(fwd, device, decoder.uses_flash(fwd), static_cast<int>(c.dist.zero_stage));
+    if (!why) {
+      StepGraphOptions go;
+      go.max_seqlen = *std::max_element(lengths.begin(), lengths.end());
+      graphs = std::make_unique<StepGraphs>(decoder, fwd, device, go);
+      log::info("cuda_graphs: micro-batches run as CUDA graphs (tokens padded to multiples of {}, loss rows of {})",
+                go.token_granularity, go.row_granularity);
+    } else if (c.dist.cuda_graphs == "true") {
+      fail("cuda_graphs=true: {}; use cuda_graphs=auto or false", *why);
+    } else if (device.is_cuda()) {
+      log::info("cuda_graphs: off ({})", *why);
+    }
+  }
   const model::PackedBatch dummy = model::PackedBatch::from_samples({{0, 0}}, {{-100, -100}});
 
   auto save = [&](long long step) {
@@ -695,6 +717,15 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
     log::info("saved {}", dir.string());
   };
 
+  // A step's micro-batches read from the store (empty micro-batches stay empty: ZeRO-3 runs `dummy`).
+  auto read_step = [&](const StepPlan& plan) {
+    std::vector<model::PackedBatch> out(plan.micro_batches.size());
+    for (size_t i = 0; i < out.size(); ++i)
+      if (!plan.micro_batches[i].empty()) out[i] = read_batch(store, plan.micro_batches[i].samples);
+    return out;
+  };
+  std::optional<std::pair<StepPlan, std::vector<model::PackedBatch>>> next;  // prefetched next step
+
   int exit_code = 0;
   // profile_steps: the last N steps of this run are timed phase by phase.
   PhaseProfile profile(device);
@@ -703,18 +734,33 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
     const bool profiling = c.dist.profile_steps > 0 && global_step >= profile_from;
     optimizer.set_profiling(profiling);
     profile.begin_step(profiling);
-    const StepPlan plan = planner.plan(position);
+    StepPlan plan;
+    std::vector<model::PackedBatch> batches;
+    if (next) {
+      plan = std::move(next->first);
+      batches = std::move(next->second);
+      next.reset();
+    } else {
+      plan = planner.plan(position);
+      batches = read_step(plan);
+    }
+    profile.lap(Phase::kData);
     optimizer.zero_grad();
     loss_acc.zero_();
     // The loss is the mean over every unmasked target of the global batch: each micro-batch adds
     // sum / (global target count), so the gradients summed over ranks are the global gradient.
     const double inv_targets = 1.0 / static_cast<double>(std::max<long long>(plan.global_loss_tokens, 1));
-    for (const MicroBatch& mb : plan.micro_batches) {
+    for (size_t i = 0; i < plan.micro_batches.size(); ++i) {
+      const MicroBatch& mb = plan.micro_batches[i];
       if (mb.empty() && c.dist.zero_stage != 3) continue;
       // ZeRO-3 gathers every layer in forward and backward on every rank: a rank without real work
       // still runs a 2-token batch with weight 0 so the collectives line up.
-      const model::PackedBatch batch = mb.empty() ? dummy : read_batch(store, mb.samples);
-      profile.lap(Phase::kData);
+      const model::PackedBatch& batch = mb.empty() ? dummy : batches[i];
+      if (graphs && !mb.empty()) {
+        graphs->run(batch, scaler ? inv_targets * scaler->scale() : inv_targets, loss_acc);
+        profile.lap(Phase::kGraph);
+        continue;
+      }
       model::LossResult out = decoder.loss(batch, fwd);
       profile.lap(Phase::kForward);
       // fp16: the backward runs on loss x scale so that small gradients stay representable.
@@ -722,6 +768,13 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
       if (!mb.empty()) loss_acc += out.sum.detach().to(at::kDouble);
       profile.lap(Phase::kBackward);
     }
+    // The device is still working through this step: read the next step's samples meanwhile.
+    if (global_step + 1 < counts.total_steps) {
+      StepPlan next_plan = planner.plan(planner.next(position));
+      std::vector<model::PackedBatch> next_batches = read_step(next_plan);
+      next.emplace(std::move(next_plan), std::move(next_batches));
+    }
+    profile.lap(Phase::kData);
     const double lr = schedule.lr(global_step - skipped_steps);
     double grad_norm = 0;
     if (scaler) {
@@ -778,6 +831,11 @@ int run_sft(const config::Resolved<TrainConfig>& resolved, dist::MpiRuntime& mpi
     profile.end_step();
   }
   if (rank == 0 && profile.steps() > 0) profile.report(output_dir / "profile.json");
+  if (graphs) {
+    const StepGraphStats& gs = graphs->stats();
+    log::info("cuda_graphs: {} graphs captured, {} replays, {} eager micro-batches, {} graphs evicted", gs.captures,
+              gs.replays, gs.eager, gs.evictions);
+  }
 
   // ---- 8. the final adapter, results, plot ----
   if (exit_code == 0 && rank == 0) {

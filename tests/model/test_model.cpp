@@ -583,7 +583,10 @@ TEST(Bf16, MatchesTransformersInBf16OnThisDevice) {
             worst_theirs);
         EXPECT_LE(le, 3e-2) << model << " " << bname << " " << kname;
         EXPECT_LE(loss_err, 5e-3) << model << " " << bname << " " << kname;
-        EXPECT_LE(worst, 1e-1) << model << " " << bname << " " << kname;
+        // Two bf16 computations rounding at different places are apart by about both errors: zlora's LoRA
+        // adds scaling * (u B^T) inside the GEMM (one rounding), PEFT rounds three times; transformers' own
+        // gradient error here reaches 0.15 of the largest element.
+        EXPECT_LE(worst, 1.5e-1) << model << " " << bname << " " << kname;
         // No worse than transformers' own bf16 error, with slack of about half a bf16 epsilon (2^-8).
         EXPECT_LE(mine, 2 * theirs + 4e-3) << model << " " << bname << " " << kname;
         EXPECT_LE(loss_mine, 2 * loss_theirs + 4e-3) << model << " " << bname << " " << kname;

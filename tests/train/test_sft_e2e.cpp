@@ -102,4 +102,17 @@ TEST_F(SftE2E, AnotherRunsOutputDirIsRefused) {
   EXPECT_EQ(over.exit_code, 0) << over.output;
 }
 
+// cuda_graphs=true where graphs cannot run is an error naming the reason and the way out; auto runs.
+TEST_F(SftE2E, CudaGraphsRequiredWhereTheyCannotRunIsAnError) {
+  auto forced = train(1, "graphs_forced", "--max_steps 1 --cuda_graphs true");
+  EXPECT_NE(forced.exit_code, 0) << forced.output;
+  EXPECT_NE(forced.output.find("cuda_graphs=true: CUDA graphs need a CUDA device"), std::string::npos) << forced.output;
+  EXPECT_NE(forced.output.find("cuda_graphs=auto or false"), std::string::npos) << forced.output;
+  EXPECT_FALSE(stdfs::exists(*dir_ / "graphs_forced" / "adapter_model.safetensors"));
+  auto bad = train(1, "graphs_bad", "--max_steps 1 --cuda_graphs maybe");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("cuda_graphs"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("auto, true, false"), std::string::npos) << bad.output;
+}
+
 }  // namespace

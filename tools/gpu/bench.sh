@@ -26,14 +26,15 @@ cp .device/data/huanhuan.json $W/data/ && echo '{"huanhuan": {"file_name": "huan
 $Z prepare --dataset huanhuan --dataset_dir $W/data --template qwen --tokenizer $W/q7 --cutoff_len 1024 --output $W/h.h5 2>&1 | head -3
 if has zlora; then
 # The seed's matrix (ZLORA_MATRIX: experiments of benchmarks/run_matrix.py; default: the one-GPU row).
-(cd benchmarks && timeout 420 python3 run_matrix.py --zlora ../$Z --model $W/q7 --store $W/h.h5 --steps 25 \
-   --timed-from 11 --only "${ZLORA_MATRIX:-single}" --model-label "Qwen2.5-7B shape (random weights)" \
+(cd benchmarks && timeout ${ZLORA_MATRIX_TIMEOUT:-420} python3 run_matrix.py --zlora ../$Z --model $W/q7 --store $W/h.h5 --steps ${ZLORA_BENCH_STEPS:-60} \
+   --timed-from ${ZLORA_BENCH_TIMED_FROM:-31} --only "${ZLORA_MATRIX:-single}" --profile-only "${ZLORA_PROFILE_ONLY:-}" --model-label "Qwen2.5-7B shape (random weights)" \
    --work $W/matrix --out "$OUT/results.json" 2>&1 | tee "$OUT/matrix.log" | grep -v "^\[.*info")
 cp $W/matrix/*.log "$OUT/" 2>/dev/null
 fi
 has hf || exit 0
 $Z info $W/h.h5 --samples 0:800 --json > $W/samples.jsonl
 SECONDS=0
-(cd benchmarks && timeout 240 python3 hf_peft_baseline.py --model $W/q7 --samples $W/samples.jsonl --steps 13 --skip 3 \
+(cd benchmarks && timeout ${ZLORA_HF_TIMEOUT:-240} python3 hf_peft_baseline.py --model $W/q7 --samples $W/samples.jsonl --steps 13 --skip 3 \
+   --model-label "Qwen2.5-7B shape (random weights)" \
    --out "$OUT/results.json" > "$OUT/hf.log" 2>&1); echo "hf rc=$? ${SECONDS}s"
 tail -2 "$OUT/hf.log"

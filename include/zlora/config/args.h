@@ -92,6 +92,7 @@ struct DistArgs {
   long long stage3_prefetch_layers = 1;         // ZeRO-3: decoder layers gathered ahead of use
   long long micro_batch_tokens = 0;             // packing budget per micro-batch; 0 = batch x cutoff_len
   long long profile_steps = 0;                  // steps timed phase by phase (device synchronised); 0 = off
+  std::string cuda_graphs = "auto";             // auto | true | false: capture micro-batch steps as CUDA graphs
   // fp16 dynamic loss scaling (DeepSpeed's fp16 block); loss_scale 0 = dynamic.
   double loss_scale = 0;
   long long initial_scale_power = 16;

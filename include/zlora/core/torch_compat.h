@@ -21,4 +21,13 @@ constexpr bool kHasSdpa = ZLORA_TORCH_AT_LEAST(2, 0);
 #endif
 constexpr bool kHasVarlenFlash = ZLORA_HAS_VARLEN_FLASH;
 
+// at::cuda::CUDAGraph::register_generator_state: a graph replays the draws of a generator other than the
+// default one (the run's dropout generator). CUDA builds of 2.5+.
+#if defined(ZLORA_WITH_CUDA) && ZLORA_TORCH_AT_LEAST(2, 5)
+#define ZLORA_HAS_CUDA_GRAPHS 1
+#else
+#define ZLORA_HAS_CUDA_GRAPHS 0
+#endif
+constexpr bool kHasCudaGraphs = ZLORA_HAS_CUDA_GRAPHS;
+
 }  // namespace zlora::compat

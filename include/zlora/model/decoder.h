@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -18,6 +19,9 @@
 #include "zlora/model/weights.h"
 
 namespace zlora::model {
+namespace detail {
+struct VarlenLayout;
+}
 
 struct PackedBatch {
   at::Tensor input_ids;             // [T] int64
@@ -34,6 +38,21 @@ struct PackedBatch {
   // same length per sample. Shifts labels inside each sample; empty samples are refused.
   static PackedBatch from_samples(const std::vector<std::vector<int64_t>>& input_ids,
                                   const std::vector<std::vector<int64_t>>& labels);
+};
+
+// A packed batch already on the compute device, in buffers of fixed sizes: what a captured CUDA graph
+// replays against (train/step_graphs.h). A forward over it reads nothing back to the host. Padding is
+// explicit: padding tokens form samples of their own (cu_seqlens), and loss rows carry a weight (1 for a
+// real target, 0 for a padding row), so a padded batch gives the loss and gradients of the unpadded one.
+struct DeviceBatch {
+  at::Tensor input_ids;                  // [T] int64
+  at::Tensor position_ids;               // [T] int64, restarting at 0 per sample
+  at::Tensor cu_seqlens;                 // [S + 1] int32 offsets (the flash kernel's layout)
+  std::vector<int64_t> cu_seqlens_host;  // the same offsets on the host: needed by the math attention only
+  int64_t max_seqlen = 0;                // at least the longest sample: sizes the attention kernel's grid
+  at::Tensor rows;                       // [R] int64: the token whose target enters the loss
+  at::Tensor targets;                    // [R] int64: that target (any valid id for a padding row)
+  at::Tensor row_weight;                 // [R] fp32: 1 for a real target, 0 for a padding row
 };
 
 // Which attention implementation the packed forward uses (the `flash_attn` argument).
@@ -74,6 +93,12 @@ class Decoder {
 
   // Sum of cross-entropies (fp32, chunked: [T, vocab] fp32 logits are never materialised) and the count.
   LossResult loss(const PackedBatch& batch, const ForwardOptions& options = {}) const;
+  // The same sum over a DeviceBatch (weighted rows). Host offsets are required unless the attention
+  // resolves to flash; NEFTune is not available here (its noise is sized per sample on the host).
+  at::Tensor loss_sum(const DeviceBatch& batch, const ForwardOptions& options = {}) const;
+  // Whether `options.attention` resolves to flash attention on this decoder's device and dtype (fails as
+  // the forward would when flash was required and cannot run).
+  bool uses_flash(const ForwardOptions& options) const;
   // Full logits [T, vocab] in fp32 (tests, evaluation of short inputs).
   at::Tensor logits(const PackedBatch& batch, const ForwardOptions& options = {}) const;
 
@@ -87,6 +112,12 @@ class Decoder {
  private:
   struct Attn;  // how a layer attends: packed (cu_seqlens) or against a KV cache
   at::Tensor final_hidden(const PackedBatch& batch, const ForwardOptions& options) const;  // before the final norm
+  // Embedding output x [T, d] through every layer, positions and layout on the device.
+  at::Tensor run_layers(at::Tensor x, const at::Tensor& positions, std::shared_ptr<const detail::VarlenLayout> layout,
+                        const ForwardOptions& options) const;
+  // Sum of the (weighted) cross-entropies of the rows of x (before the final norm).
+  at::Tensor head_loss(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& targets,
+                       const at::Tensor& row_weight, const ForwardOptions& options) const;
   at::Tensor layer(const at::Tensor& x, int64_t layer, const UnitWeights& w, const Attn& attn,
                    const ForwardOptions& options) const;
   void check_vocab_range(const at::Tensor& ids, const char* what) const;  // fails naming the bad id

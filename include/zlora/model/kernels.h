@@ -1,0 +1,37 @@
+// zlora's own CUDA kernels for the decoder's memory-bound ops (RMSNorm, RoPE), forward and backward.
+//
+// Why: once a step runs as a CUDA graph (cuda_graphs) the GPU, not the CPU, bounds it, and these ops as
+// ATen compositions make 8-12 passes over [T, d] in fp32 where one read and one write suffice. Each kernel
+// reproduces the ATen composition's roundings (every intermediate of an elementwise op rounded to the
+// tensor dtype where ATen rounds it, fp32 arithmetic, no FMA contraction: built with -fmad=false), so:
+//   RoPE      equals the ATen ops bit for bit;
+//   RMSNorm   differs only by the order of the row's fp32 sum of squares (ATen's reduction tree vs a
+//             block reduction): rstd within a few fp32 ulps, outputs within one rounding of the dtype.
+//
+// Torch-free (raw pointers, an opaque stream) so that the library compiles wherever nvcc exists, CI
+// included; the decoder calls it on CUDA tensors (model/decoder.cpp). Tensors are contiguous row-major.
+// Each function returns nullptr on success or the CUDA error's description.
+#pragma once
+
+#include <cstdint>
+
+namespace zlora::model::kernels {
+
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+// y = w * cast(x_f32 * rstd), rstd = 1 / sqrt(mean(x_f32^2) + eps) per row (HF's Qwen2/Llama RMSNorm).
+// x, y: [rows, cols]; w: [cols]; rstd: [rows] fp32 (saved for backward).
+const char* rms_norm_forward(DType dtype, const void* x, const void* w, float eps, int64_t rows, int64_t cols, void* y,
+                             float* rstd, void* stream);
+
+// dx for the above given dy: gy = f32(cast(dy * w)), dx = cast((gy - x_f32 * (rstd^2 * mean(gy * x_f32))) * rstd).
+const char* rms_norm_backward(DType dtype, const void* dy, const void* x, const void* w, const float* rstd,
+                              int64_t rows, int64_t cols, void* dx, void* stream);
+
+// HF's apply_rotary_pos_emb on x [tokens, heads, head_dim] with cos/sin [tokens, head_dim]:
+//   forward   out = x * cos + rotate_half(x) * sin,          rotate_half(x)   = cat(-x2, x1)
+//   backward  out = g * cos + rotate_half^T(g * sin),        rotate_half^T(y) = cat(y2, -y1)
+const char* rope(DType dtype, bool backward, const void* x, const void* cos, const void* sin, int64_t tokens,
+                 int64_t heads, int64_t head_dim, void* out, void* stream);
+
+}  // namespace zlora::model::kernels
