@@ -51,12 +51,17 @@ struct FrozenTensors {
   at::Tensor bias;  // may be undefined
 };
 
+// x W^T (+ b): the frozen part of every linear layer, with or without LoRA.
+at::Tensor frozen_forward(const at::Tensor& x, const FrozenTensors& wb) {
+  return wb.bias.defined() ? at::linear(x, wb.weight, wb.bias) : at::linear(x, wb.weight);
+}
+
 // y = x W^T + b with W, b frozen. Backward: dx = dy W (W re-acquired).
 struct FrozenLinear : torch::autograd::Function<FrozenLinear> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, FrozenTensors wb, WeightStore* store,
                             int64_t unit, const std::string& name) {
     save_ref(ctx, store, unit, name);
-    return wb.bias.defined() ? at::linear(x, wb.weight, wb.bias) : at::linear(x, wb.weight);
+    return frozen_forward(x, wb);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     at::Tensor dx;
@@ -222,7 +227,7 @@ struct LoraLinear : torch::autograd::Function<LoraLinear> {
                             FrozenTensors wb, WeightStore* store, int64_t unit, const std::string& name,
                             LoraCall call) {
     save_ref(ctx, store, unit, name);
-    at::Tensor y = wb.bias.defined() ? at::linear(x, wb.weight, wb.bias) : at::linear(x, wb.weight);
+    at::Tensor y = frozen_forward(x, wb);
     at::Tensor xin = x, keep;
     const double p = call.training ? call.dropout : 0.0;
     if (p > 0) {

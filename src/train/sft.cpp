@@ -17,6 +17,7 @@
 #include "zlora/data/token_store.h"
 #include "zlora/dist/communicator.h"
 #include "zlora/dist/mpi_runtime.h"
+#include "zlora/dist/phase_timer.h"
 #include "zlora/model/config.h"
 #include "zlora/model/decoder.h"
 #include "zlora/model/lora.h"
@@ -345,28 +346,19 @@ class PhaseProfile {
  public:
   explicit PhaseProfile(at::Device device) : device_(device) {}
   void begin_step(bool on) {
-    on_ = on;
-    if (!on_) return;
-    dist::synchronize_device(device_);
-    mark_ = clock::now();
+    timer_ = dist::PhaseTimer(device_, on);
+    timer_.restart();
   }
-  void lap(Phase p) {
-    if (!on_) return;
-    dist::synchronize_device(device_);
-    const auto now = clock::now();
-    sums_[static_cast<size_t>(p)] += std::chrono::duration<double>(now - mark_).count();
-    mark_ = now;
-  }
+  void lap(Phase p) { sums_[static_cast<size_t>(p)] += timer_.lap(); }
   // The optimizer's step ran between the last lap and now: credit its own split, restart the clock.
   void add_optimizer(const zero::StepTimes& t) {
-    if (!on_) return;
+    if (!timer_.on()) return;
     sums_[static_cast<size_t>(Phase::kComm)] += t.comm_s;
     sums_[static_cast<size_t>(Phase::kUpdate)] += t.update_s;
-    dist::synchronize_device(device_);
-    mark_ = clock::now();
+    timer_.restart();
   }
   void end_step() {
-    if (on_) ++steps_;
+    if (timer_.on()) ++steps_;
   }
   long long steps() const { return steps_; }
 
@@ -388,11 +380,9 @@ class PhaseProfile {
   }
 
  private:
-  using clock = std::chrono::steady_clock;
   at::Device device_;
-  bool on_ = false;
+  dist::PhaseTimer timer_{device_, false};
   long long steps_ = 0;
-  clock::time_point mark_;
   double sums_[static_cast<size_t>(Phase::kCount)] = {};
 };
 

@@ -1,8 +1,7 @@
 #include "zlora/zero/zero_optimizer.h"
 
-#include <chrono>
-
 #include "zlora/core/error.h"
+#include "zlora/dist/phase_timer.h"
 
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
@@ -211,18 +210,10 @@ ZeroOptimizer::StepResult ZeroOptimizer::step_impl(double lr, double loss_scale,
   at::NoGradGuard no_grad;
   check_grad_views();
   // Profiling: wall time between device synchronisations, split into communication and update.
-  using clock = std::chrono::steady_clock;
-  auto mark = clock::now();
+  dist::PhaseTimer timer(flat_grads_.device(), profiling_);
   double comm_s = 0, update_s = 0;
-  auto lap = [&](double& into) {
-    if (!profiling_) return;
-    dist::synchronize_device(flat_grads_.device());
-    const auto now = clock::now();
-    into += std::chrono::duration<double>(now - mark).count();
-    mark = now;
-  };
-  lap(update_s);  // drains the backward still running on the device; its time is not ours
-  update_s = 0;
+  auto lap = [&](double& into) { into += timer.lap(); };
+  timer.restart();  // drains the backward still running on the device; its time is not ours
   reduce_gradients();
   lap(comm_s);
 

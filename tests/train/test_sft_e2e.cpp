@@ -5,6 +5,8 @@
 // a resume at another world size matches; the run's files are all there; pitfall 3 is refused.
 #include "train_e2e_util.h"
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <csignal>
 #include <thread>
@@ -100,6 +102,27 @@ TEST_F(SftE2E, AnotherRunsOutputDirIsRefused) {
   EXPECT_NE(second.output.find("lora"), std::string::npos) << second.output;
   auto over = train(1, "pit3", "--max_steps 2 --save_steps 1 --lora_rank 8 --overwrite_output_dir");
   EXPECT_EQ(over.exit_code, 0) << over.output;
+}
+
+// profile_steps: the last N steps timed phase by phase; profile.json holds the per-step breakdown.
+TEST_F(SftE2E, ProfileStepsWritesThePhaseBreakdown) {
+  auto r = train(2, "profiled", "--max_steps 3 --profile_steps 2 --zero_stage 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json j = nlohmann::json::parse(zlora::test::read_file(*dir_ / "profiled" / "profile.json"));
+  EXPECT_EQ(j.at("steps").get<int>(), 2);
+  double sum = 0;
+  for (const char* phase :
+       {"data", "forward", "backward", "forward+backward (graph)", "communication", "optimizer", "other"}) {
+    ASSERT_TRUE(j.at("phases_ms").contains(phase)) << phase << ": " << j.dump();
+    const double ms = j["phases_ms"][phase].get<double>();
+    EXPECT_GE(ms, 0) << phase;
+    sum += ms;
+  }
+  EXPECT_GT(j["phases_ms"]["forward"].get<double>(), 0);
+  EXPECT_GT(j["phases_ms"]["backward"].get<double>(), 0);
+  EXPECT_EQ(j["phases_ms"]["forward+backward (graph)"].get<double>(), 0);  // no graphs on the CPU
+  EXPECT_NEAR(sum, j.at("step_ms").get<double>(), 1e-6 * sum);
+  EXPECT_NE(r.output.find("profile over 2 steps"), std::string::npos) << r.output;
 }
 
 // cuda_graphs=true where graphs cannot run is an error naming the reason and the way out; auto runs.
