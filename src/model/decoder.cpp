@@ -6,8 +6,10 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <set>
 
 #include "attention.h"
+#include "lora_ops.h"
 #include "zlora/core/error.h"
 
 #ifdef ZLORA_WITH_CUDA
@@ -195,9 +197,10 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
   }
 };
 
-// PyTorch's fused dropout kernel (output and bool mask in one pass) draws from the device's default
-// generator; it serves when that is the generator asked for (the trainer passes it on CUDA). Elsewhere
-// (CPU, or a caller's own CUDA generator) the mask is drawn with bernoulli_ on the given generator.
+// ---- LoRA (model/lora_ops.h) ---------------------------------------------------------------------
+
+// PyTorch's fused dropout kernel draws from the device's default generator; it serves when that is the
+// generator asked for (the trainer passes it on CUDA).
 bool fused_dropout_applies(const at::Tensor& x, const c10::optional<at::Generator>& generator) {
   if (!x.is_cuda()) return false;
   if (!generator) return true;
@@ -205,76 +208,190 @@ bool fused_dropout_applies(const at::Tensor& x, const c10::optional<at::Generato
          at::globalContext().defaultGenerator(x.device()).unsafeGetGeneratorImpl();
 }
 
-// What a LoRA linear needs besides its tensors.
-struct LoraCall {
-  double scaling = 1;
-  double dropout = 0;  // applied only when training
-  bool training = false;
-  c10::optional<at::Generator> generator;
+}  // namespace
+
+namespace detail {
+
+DroppedInput lora_dropout(const at::Tensor& x, double p, const c10::optional<at::Generator>& generator) {
+  DroppedInput d{x, at::Tensor(), false};
+  if (p <= 0) return d;
+  d.fused = fused_dropout_applies(x, generator);
+  if (d.fused) {
+    std::tie(d.xin, d.keep) = at::native_dropout(x, p, true);
+    return d;
+  }
+  at::Tensor keep = at::empty_like(x).bernoulli_(1 - p, generator);
+  d.xin = x * keep / (1 - p);
+  d.keep = keep.to(at::kBool);  // kept for backward: 1 byte per element
+  return d;
+}
+
+at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& keep, double p, bool fused) {
+  if (!keep.defined()) return x;
+  if (fused) {
+    // The fused kernel computes x * mask * scale in the accumulate type, scale = 1 / acc(1 - p), rounded
+    // once to the dtype; native_dropout_backward computes mask * x * acc(scale) the same way.
+    const double scale = x.scalar_type() == at::kDouble ? 1.0 / (1.0 - p) : 1.0 / double(float(1.0 - p));
+    return at::native_dropout_backward(x, keep, scale);
+  }
+  return x * keep.to(x.scalar_type()) / (1 - p);  // lora_dropout's ops on the same 0/1 values
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::LoraCall;
+
+// SwiGLU's gate silu(g) * u and its backward {d/dg, d/du}; silu(g) is recomputed in backward rather
+// than saved ([T, intermediate] per layer, the largest activations of the step).
+at::Tensor swiglu(const at::Tensor& g, const at::Tensor& u) { return at::silu(g) * u; }
+std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& d, const at::Tensor& g, const at::Tensor& u) {
+  return {at::silu_backward(d * u, g), d * at::silu(g)};
+}
+
+struct SwiGlu : torch::autograd::Function<SwiGlu> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& g, const at::Tensor& u) {
+    ctx->save_for_backward({g, u});
+    return swiglu(g, u);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad) {
+    auto saved = ctx->get_saved_variables();
+    auto [dg, du] = swiglu_backward(grad[0], saved[0], saved[1]);
+    return {dg, du};
+  }
 };
 
-// PEFT's lora.Linear: y = x W^T + b + lora_B(lora_A(dropout(x))) * scaling, W/b frozen, A/B the fp32
-// masters cast to the compute dtype. Saves the dropped-out input, the keep mask (bool) and the rank-r
-// activation; W is re-acquired in backward.
-//
-// Fewer passes over [T, in] and [T, out] than the literal PEFT graph (the step is bound by these
-// memory-bound kernels once the launches are gone, see cuda_graphs): scaling and the add onto y ride in
-// the up-projection GEMM (addmm: fp32 accumulate, one rounding instead of three in bf16); on CUDA with
-// the device's default generator dropout is PyTorch's fused kernel (what nn.Dropout runs for PEFT:
-// output and mask in one pass); backward scales the rank-r tensors, never [T, out].
+// The arithmetic of PEFT's lora.Linear, shared by the two autograd functions below, which differ only in
+// how they get the module's input back in backward. Fewer passes over [T, in] and [T, out] than the
+// literal PEFT graph (the step is bound by these memory-bound kernels once the launches are gone, see
+// cuda_graphs): scaling and the add onto y ride in the up-projection GEMM (addmm: fp32 accumulate, one
+// rounding instead of three in bf16); backward scales the rank-r tensors, never [T, out].
+struct LoraForward {
+  at::Tensor y;
+  at::Tensor keep;    // dropout's keep mask (undefined without dropout)
+  at::Tensor u;       // rank-r activation lora_A(dropout(x))
+  at::Tensor Ad, Bd;  // A, B in the compute dtype
+  bool fused = false;
+};
+
+LoraForward lora_forward(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B, const FrozenTensors& wb,
+                         const LoraCall& call) {
+  LoraForward f;
+  f.y = frozen_forward(x, wb);
+  const detail::DroppedInput d = detail::lora_dropout(x, call.training ? call.dropout : 0.0, call.generator);
+  f.keep = d.keep;
+  f.fused = d.fused;
+  const auto dt = x.scalar_type();
+  f.Ad = A.to(dt);
+  f.Bd = B.to(dt);
+  f.u = at::matmul(d.xin, f.Ad.t());
+  // y += scaling * u B^T in the GEMM's epilogue (2-D views: packed inputs are [T, features]).
+  at::Tensor y2 = f.y.view({-1, f.y.size(-1)});
+  y2.addmm_(f.u.view({-1, f.u.size(-1)}), f.Bd.t(), 1.0, call.scaling);
+  return f;  // d.xin dies here: backward replays it from x and the mask
+}
+
+// The tensors after the module's input(s) in the saved list, and the scalars.
+void save_lora(AutogradContext* ctx, std::vector<at::Tensor> inputs, const LoraForward& f, const LoraCall& call) {
+  for (const at::Tensor& t : {f.keep, f.u, f.Ad, f.Bd}) inputs.push_back(t);
+  ctx->save_for_backward(inputs);
+  ctx->saved_data["scaling"] = call.scaling;
+  ctx->saved_data["p"] = call.training ? call.dropout : 0.0;
+  ctx->saved_data["fused"] = f.fused;
+}
+
+struct LoraGrads {
+  at::Tensor dx, dA, dB;
+};
+
+// Backward of lora_forward on input x, given the saved list's LoRA tensors from `first`.
+LoraGrads lora_backward(AutogradContext* ctx, const at::Tensor& x, const variable_list& saved, size_t first,
+                        const at::Tensor& grad_y, bool need_dx, bool need_dA, bool need_dB) {
+  const at::Tensor &keep = saved[first], &u = saved[first + 1], &Ad = saved[first + 2], &Bd = saved[first + 3];
+  const double scaling = ctx->saved_data["scaling"].toDouble(), p = ctx->saved_data["p"].toDouble();
+  const at::Tensor g = grad_y.reshape({-1, grad_y.size(-1)});
+  // d(lora_B(u)) = g * scaling; scaled on the rank-r side: du = scaling (g B), dB = scaling g^T u.
+  at::Tensor du = at::matmul(g, Bd).mul_(scaling);  // [T, r]
+  LoraGrads r;
+  if (need_dB) r.dB = at::matmul(g.t(), u.reshape({-1, u.size(-1)})).mul_(scaling).to(at::kFloat);
+  if (need_dA) {
+    const at::Tensor xin = detail::replay_dropout(x, keep, p, ctx->saved_data["fused"].toBool());
+    r.dA = at::matmul(du.t(), xin.reshape({-1, xin.size(-1)})).to(at::kFloat);
+  }
+  if (need_dx) {
+    Reacquired w(ctx);
+    at::Tensor dx = at::matmul(g, w.weight);
+    if (p > 0) {
+      at::Tensor dxin = at::matmul(du, Ad).mul_(keep);
+      dx.add_(dxin, 1.0 / (1 - p));
+    } else {
+      dx.addmm_(du, Ad);
+    }
+    r.dx = dx.view(x.sizes());
+  }
+  return r;
+}
+
+// y = lora(x). Keeps x (shared with whatever else keeps it), the mask, the rank-r activation.
 struct LoraLinear : torch::autograd::Function<LoraLinear> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
                             FrozenTensors wb, WeightStore* store, int64_t unit, const std::string& name,
                             LoraCall call) {
     save_ref(ctx, store, unit, name);
-    at::Tensor y = frozen_forward(x, wb);
-    at::Tensor xin = x, keep;
-    const double p = call.training ? call.dropout : 0.0;
-    if (p > 0) {
-      if (fused_dropout_applies(x, call.generator)) {
-        std::tie(xin, keep) = at::native_dropout(x, p, true);
-      } else {
-        keep = at::empty_like(x).bernoulli_(1 - p, call.generator);
-        xin = x * keep / (1 - p);
-        keep = keep.to(at::kBool);  // saved for backward: 1 byte per element
-      }
-    }
-    const auto dt = x.scalar_type();
-    at::Tensor Ad = A.to(dt), Bd = B.to(dt);
-    at::Tensor u = at::matmul(xin, Ad.t());
-    ctx->save_for_backward({xin, keep.defined() ? keep : at::Tensor(), u, Ad, Bd});
-    ctx->saved_data["scaling"] = call.scaling;
-    ctx->saved_data["p"] = p;
-    // y += scaling * u B^T in the GEMM's epilogue (2-D views: packed inputs are [T, features]).
-    at::Tensor y2 = y.view({-1, y.size(-1)});
-    y2.addmm_(u.view({-1, u.size(-1)}), Bd.t(), 1.0, call.scaling);
-    return y;
+    LoraForward f = lora_forward(x, A, B, wb, call);
+    save_lora(ctx, {x}, f, call);
+    return f.y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor &xin = saved[0], &keep = saved[1], &u = saved[2], &Ad = saved[3], &Bd = saved[4];
-    const double scaling = ctx->saved_data["scaling"].toDouble(), p = ctx->saved_data["p"].toDouble();
-    const at::Tensor g = grad[0].reshape({-1, grad[0].size(-1)});
-    // d(lora_B(u)) = g * scaling; scaled on the rank-r side: du = scaling (g B), dB = scaling g^T u.
-    at::Tensor du = at::matmul(g, Bd).mul_(scaling);  // [T, r]
-    at::Tensor dA, dB, dx;
-    if (ctx->needs_input_grad(2)) dB = at::matmul(g.t(), u.reshape({-1, u.size(-1)})).mul_(scaling).to(at::kFloat);
-    if (ctx->needs_input_grad(1)) dA = at::matmul(du.t(), xin.reshape({-1, xin.size(-1)})).to(at::kFloat);
-    if (ctx->needs_input_grad(0)) {
-      Reacquired r(ctx);
-      dx = at::matmul(g, r.weight);
-      if (p > 0) {
-        at::Tensor dxin = at::matmul(du, Ad).mul_(keep);
-        dx.add_(dxin, 1.0 / (1 - p));
-      } else {
-        dx.addmm_(du, Ad);
-      }
-      dx = dx.view(xin.sizes());
-    }
-    return {dx, dA, dB, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const variable_list saved = ctx->get_saved_variables();
+    LoraGrads r = lora_backward(ctx, saved[0], saved, 1, grad[0], ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                ctx->needs_input_grad(2));
+    return {r.dx, r.dA, r.dB, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
+// y = lora(silu(gate) * up). Keeps gate and up (what SwiGLU's backward needs), not their product.
+struct SwiGluLoraLinear : torch::autograd::Function<SwiGluLoraLinear> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up, const at::Tensor& A,
+                            const at::Tensor& B, FrozenTensors wb, WeightStore* store, int64_t unit,
+                            const std::string& name, LoraCall call) {
+    save_ref(ctx, store, unit, name);
+    LoraForward f = lora_forward(swiglu(gate, up), A, B, wb, call);
+    save_lora(ctx, {gate, up}, f, call);
+    return f.y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &gate = saved[0], &up = saved[1];
+    const bool need_x = ctx->needs_input_grad(0) || ctx->needs_input_grad(1);
+    const at::Tensor x = swiglu(gate, up);  // the forward's input again, bit for bit
+    LoraGrads r = lora_backward(ctx, x, saved, 2, grad[0], need_x, ctx->needs_input_grad(2), ctx->needs_input_grad(3));
+    at::Tensor dg, du;
+    if (need_x) std::tie(dg, du) = swiglu_backward(r.dx, gate, up);
+    return {dg, du, r.dA, r.dB, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+namespace detail {
+
+at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B, const at::Tensor& weight,
+                       const at::Tensor& bias, WeightStore& store, int64_t unit, const std::string& weight_name,
+                       const LoraCall& call) {
+  return LoraLinear::apply(x, A, B, FrozenTensors{weight, bias}, &store, unit, weight_name, call);
+}
+
+at::Tensor swiglu_lora_linear(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& A, const at::Tensor& B,
+                              const at::Tensor& weight, const at::Tensor& bias, WeightStore& store, int64_t unit,
+                              const std::string& weight_name, const LoraCall& call) {
+  return SwiGluLoraLinear::apply(gate, up, A, B, FrozenTensors{weight, bias}, &store, unit, weight_name, call);
+}
+
+}  // namespace detail
+
+namespace {
 // HF's apply_rotary_pos_emb on q [T, H, hd] and k [T, Hkv, hd] with cos/sin [T, hd] (compute dtype):
 // x * cos + rotate_half(x) * sin. Its transpose: rotate_half^T(y) = cat(y2, -y1).
 at::Tensor rotate_half(const at::Tensor& x) {
@@ -310,20 +427,6 @@ struct Rope : torch::autograd::Function<Rope> {
     return use_kernels(x) && x.dim() == 3 && cos.scalar_type() == x.scalar_type() &&
            sin.scalar_type() == x.scalar_type() && cos.is_contiguous() && sin.is_contiguous() && cos.dim() == 2 &&
            cos.size(0) == x.size(0) && cos.size(1) == x.size(2);
-  }
-};
-
-// SwiGLU's gate: silu(g) * u. silu(g) is recomputed in backward rather than saved ([T, intermediate]
-// per layer, the largest activation of the step; the recomputation is one elementwise kernel).
-struct SwiGlu : torch::autograd::Function<SwiGlu> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& g, const at::Tensor& u) {
-    ctx->save_for_backward({g, u});
-    return at::silu(g) * u;
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grad) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor &g = saved[0], &u = saved[1];
-    return {at::silu_backward(grad[0] * u, g), grad[0] * at::silu(g)};
   }
 };
 
@@ -536,18 +639,27 @@ at::Tensor Decoder::rms_norm(const at::Tensor& x, int64_t unit, const std::strin
 }
 
 at::Tensor Decoder::linear(const at::Tensor& x, int64_t layer, const std::string& local, const UnitWeights& w,
-                           const ForwardOptions& options) const {
+                           const ForwardOptions& options, const at::Tensor& up) const {
   const std::string prefix = fmt::format("model.layers.{}.{}", layer, local);
   const std::string wname = prefix + ".weight";
-  const FrozenTensors wb{w.get(wname), w.get_optional(prefix + ".bias")};
+  const at::Tensor& weight = w.get(wname);
+  const at::Tensor bias = w.get_optional(prefix + ".bias");
   const LoraModule* m = lora_ ? lora_->find(layer, local) : nullptr;
-  if (!m) return FrozenLinear::apply(x, wb, &weights_, layer + 1, wname);
+  if (!m) {
+    const at::Tensor in = up.defined() ? SwiGlu::apply(x, up) : x;
+    return FrozenLinear::apply(in, FrozenTensors{weight, bias}, &weights_, layer + 1, wname);
+  }
   LoraCall call;
   call.scaling = lora_->scaling();
   call.dropout = lora_->config().dropout;
   call.training = options.training;
   call.generator = generator_of(options);
-  return LoraLinear::apply(x, m->A, m->B, wb, &weights_, layer + 1, wname, call);
+  // Recomputing silu(gate) * up saves memory only when gate and up are kept anyway, i.e. when they require
+  // grad; otherwise the down projection keeps its input, which is half their size.
+  if (up.defined() && (x.requires_grad() || up.requires_grad()))
+    return detail::swiglu_lora_linear(x, up, m->A, m->B, weight, bias, weights_, layer + 1, wname, call);
+  const at::Tensor in = up.defined() ? swiglu(x, up) : x;
+  return detail::lora_linear(in, m->A, m->B, weight, bias, weights_, layer + 1, wname, call);
 }
 
 at::Tensor Decoder::layer(const at::Tensor& x, int64_t l, const UnitWeights& w, const Attn& attn,
@@ -579,8 +691,7 @@ at::Tensor Decoder::layer(const at::Tensor& x, int64_t l, const UnitWeights& w, 
   // Gate before up (PEFT's order of dropout draws); separate statements fix the order.
   at::Tensor gate = linear(h2, l, "mlp.gate_proj", w, options);
   at::Tensor up = linear(h2, l, "mlp.up_proj", w, options);
-  at::Tensor mlp = SwiGlu::apply(gate, up);
-  return x1 + linear(mlp, l, "mlp.down_proj", w, options);
+  return x1 + linear(gate, l, "mlp.down_proj", w, options, up);
 }
 
 at::Tensor Decoder::lora_anchor(int64_t layer) const {
@@ -670,8 +781,13 @@ at::Tensor Decoder::head_loss(const at::Tensor& x, const at::Tensor& rows, const
                                     RowWeights{row_weight}, &weights_, unit, head, options.loss_chunk_tokens);
 }
 
+bool uses_flash_attention(const ModelConfig& config, AttentionKernel requested, const at::Device& device,
+                          at::ScalarType dtype) {
+  return detail::use_flash(requested, device, dtype, config.head_dim);
+}
+
 bool Decoder::uses_flash(const ForwardOptions& options) const {
-  return detail::use_flash(options.attention, weights_.device(), weights_.dtype(), config_.head_dim);
+  return uses_flash_attention(config_, options.attention, weights_.device(), weights_.dtype());
 }
 
 at::Tensor Decoder::loss_sum(const DeviceBatch& batch, const ForwardOptions& options) const {
@@ -686,7 +802,6 @@ at::Tensor Decoder::loss_sum(const DeviceBatch& batch, const ForwardOptions& opt
   if (config_.sliding_window && batch.max_seqlen > *config_.sliding_window)
     fail("decoder: a sample of {} tokens exceeds the model's sliding_window {}", batch.max_seqlen,
          *config_.sliding_window);
-  const at::Device dev = weights_.device();
   at::Tensor x;
   {
     UnitLease lease(weights_, 0);
@@ -768,6 +883,61 @@ at::Tensor Decoder::decode(const at::Tensor& ids_in, KVCache& cache) const {
   UnitLease lease(weights_, unit);
   at::Tensor h = rms_norm(x, unit, "model.norm.weight", lease.weights());
   return at::linear(h, lease.get(lm_head_weight_name(config_))).to(at::kFloat);
+}
+
+ActivationBytes activation_bytes(const ModelConfig& c, const ActivationInput& in) {
+  const int64_t cd = in.dtype_bytes, h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), I = c.intermediate_size;
+  const int64_t H = c.num_attention_heads, L = std::max<int64_t>(in.max_seqlen, 1), f32 = 4;
+  const std::set<std::string> lora(in.lora_modules.begin(), in.lora_modules.end());
+  ActivationBytes r;
+  int64_t largest = 0, recorded_layers = 0;
+  bool grad = false;      // whether the layer's input requires grad (a LoRA module below it)
+  bool any_rope = false;  // whether some layer's RoPE is recorded (it keeps the shared cos/sin)
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    auto has = [&](const std::string& m) { return lora.count(fmt::format("model.layers.{}.{}", l, m)) > 0; };
+    auto lora_own = [&](const std::string& m) {  // rank-r activation and keep mask
+      return has(m) ? in.lora_rank * cd + (in.dropout ? linear_shape(c, m).first : 0) : 0;
+    };
+    const bool qkv = has("self_attn.q_proj") || has("self_attn.k_proj") || has("self_attn.v_proj");
+    const bool gate_up = has("mlp.gate_proj") || has("mlp.up_proj");
+    int64_t b = 0;
+    if (grad) b += h * cd + f32;  // input norm: its input and rstd
+    if (qkv) b += h * cd;         // the normed input, shared by q/k/v's LoRA
+    for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"})
+      b += lora_own(m);
+    const bool attention = grad || qkv;  // q, k, v require grad
+    any_rope = any_rope || attention;
+    if (attention && in.flash) {
+      b += (2 * q + 2 * kv) * cd + H * f32;  // q, k (rotated), v, the output, log-sum-exp
+    } else if (attention) {
+      // Per sample: q, k and v repeated to every head, the fp32 softmax (and its cast to the compute
+      // dtype for the second matmul), the causal mask.
+      b += 3 * q * cd + H * L * f32 + (cd != f32 ? H * L * cd : 0) + L;
+    }
+    if (has("self_attn.o_proj") && !(attention && in.flash)) b += q * cd;  // o_proj's input (else flash's output)
+    grad = grad || qkv || has("self_attn.o_proj");
+    if (grad) b += h * cd + f32;  // post-attention norm: the residual and rstd
+    if (gate_up) b += h * cd;     // the normed input, shared by gate/up's LoRA
+    for (const char* m : {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) b += lora_own(m);
+    // gate and up: SwiGLU's backward needs them, and a LoRA down projection recomputes its input from them;
+    // when they need no gradient, that LoRA keeps its input instead.
+    if (grad || gate_up)
+      b += 2 * I * cd;
+    else if (has("mlp.down_proj"))
+      b += I * cd;
+    grad = grad || gate_up || has("mlp.down_proj");
+    if (grad) ++recorded_layers;
+    r.per_token += b;
+    largest = std::max(largest, b);
+  }
+  if (!grad) return r;  // nothing trains
+  // Shared by the layers: RoPE's cos/sin. The head: the final norm's input and rstd, the loss rows (at
+  // most one per token: hidden state, target, log-sum-exp).
+  const int64_t shared = (any_rope ? 2 * c.head_dim * cd : 0) + (h * cd + f32) + (h * cd + 8 + f32);
+  r.per_token += shared;
+  // Checkpointing keeps each recorded layer's input and recomputes one layer at a time.
+  r.checkpointed_per_token = recorded_layers * h * cd + largest + shared;
+  return r;
 }
 
 }  // namespace zlora::model

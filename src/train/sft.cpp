@@ -427,12 +427,19 @@ zero::MemoryPlanInput memory_plan_input(const model::ModelConfig& c, const Train
   const int64_t r = cfg.lora.lora_rank, h = c.hidden_size, i = c.intermediate_size;
   const int64_t per_layer_all = r * ((h + c.q_dim()) + 2 * (h + c.kv_dim()) + (c.q_dim() + h) + 3 * (h + i));
   in.lora_params = c.num_hidden_layers * per_layer_all;  // an upper bound when only some modules are targeted
-  in.num_layers = c.num_hidden_layers;
-  in.hidden_size = h;
-  in.intermediate_size = i;
   in.vocab_size = c.vocab_size;
-  in.kv_hidden = c.kv_dim();
   in.compute_dtype_bytes = dtype == at::kFloat ? 4 : 2;
+  model::ActivationInput act;
+  act.lora_modules = model::resolve_lora_targets(c, cfg.lora.lora_target);
+  act.lora_rank = r;
+  act.dropout = cfg.lora.lora_dropout > 0;
+  act.dtype_bytes = in.compute_dtype_bytes;
+  act.flash = model::uses_flash_attention(c, attention_kernel(cfg.training.flash_attn), device, dtype);
+  act.max_seqlen = cfg.data.cutoff_len;
+  const model::ActivationBytes kept = model::activation_bytes(c, act);
+  in.activation_bytes_per_token = kept.per_token;
+  in.checkpointed_activation_bytes_per_token = kept.checkpointed_per_token;
+  in.loss_chunk_tokens = model::ForwardOptions{}.loss_chunk_tokens;
   in.tokens_per_micro_batch = micro_batch_tokens;
   in.gradient_checkpointing = cfg.training.gradient_checkpointing;
   in.stage = static_cast<int>(cfg.dist.zero_stage);

@@ -49,16 +49,13 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   } else {
     p.optimizer = in.stage == 0 ? state : state / w;
   }
-  // Activations kept for the backward, per token and layer (LoRA's own are negligible at small rank):
-  // norm in/out, q, attention out, o_proj in, residual, post-norm (~7 h), k and v (2 kv), gate, up,
-  // act, act*up (4 I). Checkpointing keeps only each layer's input plus one layer recomputed.
-  const int64_t h = in.hidden_size, kv = in.kv_hidden > 0 ? in.kv_hidden : in.hidden_size;
-  const int64_t per_layer = (7 * h + 2 * kv + 4 * in.intermediate_size) * cd;
+  // Activations kept for the backward (the decoder's count per token) for the largest micro-batch.
   const int64_t t = in.tokens_per_micro_batch;
-  const int64_t layers = in.gradient_checkpointing ? (h * cd * in.num_layers + per_layer) : per_layer * in.num_layers;
+  const int64_t kept =
+      in.gradient_checkpointing ? in.checkpointed_activation_bytes_per_token : in.activation_bytes_per_token;
   // Chunked loss: fp32 logits and their gradient for one chunk of rows.
   const int64_t loss = 2 * std::min(in.loss_chunk_tokens, std::max<int64_t>(t, 1)) * in.vocab_size * f32;
-  p.activations = t * layers + 2 * t * h * cd + loss;
+  p.activations = t * kept + loss;
   p.total = p.base_weights + p.lora_weights + p.grads + p.optimizer + p.activations + in.reserve_bytes;
   return p;
 }

@@ -1,10 +1,12 @@
 // The decoder and LoRA (CPU, fp32) against goldens computed by transformers + PEFT (float64 reference,
 // tools/golden/model/make_goldens.py): logits, loss, LoRA gradients, a 5-step AdamW trajectory, on an
 // unpacked and a packed batch; plus the contracts the trainer and ZeRO rely on.
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
 
+#include "lora_ops.h"  // src/model: LoRA's autograd ops
 #include "test_util.h"
 #include "zlora/core/error.h"
 #include "zlora/model/decoder.h"
@@ -593,4 +595,180 @@ TEST(Bf16, MatchesTransformersInBf16OnThisDevice) {
         EXPECT_LE(worst_mine, 2 * worst_theirs + 2e-2) << model << " " << bname << " " << kname;
       }
   }
+}
+
+// ---- what LoRA keeps for its backward ----------------------------------------------------------------
+
+// LoRA's backward recomputes the dropped-out input from the input and the keep mask; the recomputation
+// must be the forward's value bit for bit (else dA would be computed from another input than y was).
+TEST(Lora, DropoutReplayEqualsTheForwardsDroppedInputBitForBit) {
+  std::vector<std::pair<at::Device, c10::optional<at::Generator>>> where = {
+      {at::kCPU, at::detail::createCPUGenerator(3)}};
+  if (at::hasCUDA()) where.push_back({at::Device(at::kCUDA, 0), c10::nullopt});  // the fused kernel
+  for (const auto& [dev, gen] : where)
+    for (at::ScalarType t : {at::kFloat, at::kBFloat16})
+      for (double p : {0.1, 0.25, 0.5}) {
+        at::Tensor x = at::randn({333, 77}, at::TensorOptions().dtype(t).device(dev));
+        const zm::detail::DroppedInput d = zm::detail::lora_dropout(x, p, gen);
+        ASSERT_TRUE(d.keep.defined());
+        EXPECT_EQ(d.keep.scalar_type(), at::kBool);
+        EXPECT_EQ(d.fused, dev.is_cuda());
+        EXPECT_TRUE(at::equal(zm::detail::replay_dropout(x, d.keep, p, d.fused), d.xin)) << dev << " " << t << " " << p;
+        const double kept = d.keep.to(at::kDouble).mean().item<double>();
+        EXPECT_NEAR(kept, 1 - p, 0.02) << dev << " " << t << " " << p;
+      }
+  at::Tensor x = at::randn({4, 5});
+  const zm::detail::DroppedInput none = zm::detail::lora_dropout(x, 0.0, c10::nullopt);
+  EXPECT_FALSE(none.keep.defined());
+  EXPECT_TRUE(none.xin.is_same(x));
+}
+
+// The two LoRA autograd functions against plain autograd through PEFT's formula, dropout on, with the
+// same masks (drawn from a second generator with the same seed): output and every gradient.
+TEST(Lora, LinearAndSwiGluDownProjectionMatchPlainAutogradWithDropout) {
+  const Golden& g = golden_model("qwen2");
+  zm::ResidentWeightStore& store = *g.store;
+  const double p = 0.3, scaling = 1.75;
+  auto call_with = [&](uint64_t seed) {
+    zm::detail::LoraCall call;
+    call.scaling = scaling;
+    call.dropout = p;
+    call.training = true;
+    call.generator = at::detail::createCPUGenerator(seed);
+    return call;
+  };
+  // PEFT's lora.Linear, literally: base(x) + lora_B(lora_A(dropout(x))) * scaling.
+  auto peft = [&](const at::Tensor& x, const at::Tensor& W, const at::Tensor& b, const at::Tensor& A,
+                  const at::Tensor& B, at::Generator gen) {
+    at::Tensor keep = at::empty_like(x).bernoulli_(1 - p, gen);
+    at::Tensor base = b.defined() ? at::linear(x, W, b) : at::linear(x, W);
+    return base + at::linear(at::linear(x * keep / (1 - p), A), B) * scaling;
+  };
+  auto leaf = [](at::IntArrayRef shape) { return at::randn(shape).requires_grad_(true); };
+  auto fresh = [](const at::Tensor& t) { return t.detach().clone().requires_grad_(true); };
+  const int64_t T = 37, r = 4;
+  zm::UnitLease lease(store, 1);
+  for (const char* module : {"self_attn.q_proj", "mlp.down_proj"}) {
+    SCOPED_TRACE(module);
+    const std::string wname = std::string("model.layers.0.") + module + ".weight";
+    const at::Tensor W = lease.get(wname),
+                     b = lease.weights().get_optional(std::string("model.layers.0.") + module + ".bias");
+    const bool down = std::string(module) == "mlp.down_proj";
+    const int64_t in = W.size(1), out = W.size(0);
+    at::Tensor A = leaf({r, in}), B = leaf({out, r}), G = at::randn({T, out});
+    // The module's input(s): x, or gate and up for the down projection (input silu(gate) * up).
+    std::vector<at::Tensor> inputs =
+        down ? std::vector<at::Tensor>{leaf({T, in}), leaf({T, in})} : std::vector<at::Tensor>{leaf({T, in})};
+    at::Tensor y = down
+                       ? zm::detail::swiglu_lora_linear(inputs[0], inputs[1], A, B, W, b, store, 1, wname, call_with(9))
+                       : zm::detail::lora_linear(inputs[0], A, B, W, b, store, 1, wname, call_with(9));
+    std::vector<at::Tensor> ref_inputs;
+    for (const auto& t : inputs) ref_inputs.push_back(fresh(t));
+    at::Tensor Ar = fresh(A), Br = fresh(B);
+    at::Tensor x_ref = down ? at::silu(ref_inputs[0]) * ref_inputs[1] : ref_inputs[0];
+    at::Tensor y_ref = peft(x_ref, W, b, Ar, Br, at::detail::createCPUGenerator(9));
+    EXPECT_LE(rel_err(y, y_ref), 1e-6);
+    (y * G).sum().backward();
+    (y_ref * G).sum().backward();
+    for (size_t i = 0; i < inputs.size(); ++i) EXPECT_LE(rel_err(inputs[i].grad(), ref_inputs[i].grad()), 1e-6) << i;
+    EXPECT_LE(rel_err(A.grad(), Ar.grad()), 1e-6);
+    EXPECT_LE(rel_err(B.grad(), Br.grad()), 1e-6);
+    EXPECT_GT(A.grad().norm().item<double>(), 0);
+  }
+}
+
+namespace {
+// Bytes the process holds in malloc'd memory (LibTorch's CPU allocator allocates there).
+int64_t malloc_in_use() {
+  const struct mallinfo2 m = mallinfo2();
+  return int64_t(m.uordblks) + int64_t(m.hblkhd);
+}
+}  // namespace
+
+// activation_bytes (the memory plan's activation term) against what a training forward really keeps,
+// measured on the CPU as the memory still allocated when the forward returns (the graph alive): with and
+// without dropout, LoRA on every module or on a part, layers before the first LoRA module keeping nothing.
+// The model is the golden Qwen2 widened (random weights) so that tensor payloads, which are what a GPU
+// holds, dwarf the host's per-tensor bookkeeping that malloc also counts.
+TEST(Decoder, ActivationMemoryIsWhatActivationBytesCounts) {
+  zm::ModelConfig c = golden_model("qwen2").config;
+  c.hidden_size = 256;
+  c.intermediate_size = 1024;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 64;
+  c.vocab_size = 512;
+  std::map<std::string, at::Tensor> tensors;
+  for (int64_t u = 0; u < c.num_units(); ++u)
+    for (const auto& spec : zm::unit_weight_specs(c, u)) tensors[spec.name] = at::randn(spec.shape) * 0.05;
+  zm::ResidentWeightStore store(c, tensors, at::kCPU, at::kFloat);
+  const int64_t samples = 16, len = 128, T = samples * len;
+  std::vector<std::vector<int64_t>> ids(samples), labels(samples);
+  at::Tensor draw = at::randint(c.vocab_size, {samples, len}, at::TensorOptions().dtype(at::kLong));
+  for (int64_t s = 0; s < samples; ++s) {
+    ids[s].assign(draw[s].data_ptr<int64_t>(), draw[s].data_ptr<int64_t>() + len);
+    labels[s] = ids[s];
+  }
+  const zm::PackedBatch batch = zm::PackedBatch::from_samples(ids, labels);
+  struct Case {
+    std::vector<std::string> targets;
+    double dropout;
+  };
+  const std::vector<Case> cases = {{{"all"}, 0.25},
+                                   {{"all"}, 0.0},
+                                   {{"q_proj", "k_proj", "v_proj", "o_proj"}, 0.25},
+                                   {{"gate_proj", "up_proj", "down_proj"}, 0.25},
+                                   {{"o_proj"}, 0.1},
+                                   {{"layers.1.mlp.down_proj"}, 0.1}};
+  auto make_lora = [&](const Case& k) {
+    zm::LoraConfig lc;
+    lc.r = 8;
+    lc.targets = k.targets;
+    lc.dropout = k.dropout;
+    zm::LoraAdapter lora = zm::LoraAdapter::create(c, lc);
+    at::NoGradGuard ng;
+    for (const auto& m : lora.modules()) m.B.normal_();  // a nonzero LoRA path (PEFT starts B at 0)
+    return lora;
+  };
+  auto options = [] {
+    zm::ForwardOptions o;
+    o.training = true;
+    o.generator = at::detail::createCPUGenerator(11);
+    o.attention = zm::AttentionKernel::kMath;
+    return o;
+  };
+  {
+    // Warm-up: the BLAS and thread pools keep buffers from their first call.
+    zm::LoraAdapter lora = make_lora(cases[0]);
+    zm::Decoder dec(store, &lora);
+    dec.loss(batch, options()).sum.backward();
+  }
+  std::vector<int64_t> measured;
+  for (const Case& k : cases) {
+    zm::LoraAdapter lora = make_lora(k);
+    zm::Decoder dec(store, &lora);
+    const zm::ForwardOptions o = options();
+    const int64_t before = malloc_in_use();
+    zm::LossResult l = dec.loss(batch, o);
+    const int64_t kept = malloc_in_use() - before;
+    l.sum.backward();  // the graph was complete
+    measured.push_back(kept);
+
+    zm::ActivationInput in;
+    in.lora_modules = zm::resolve_lora_targets(c, k.targets);
+    in.lora_rank = lora.config().r;
+    in.dropout = k.dropout > 0;
+    in.dtype_bytes = 4;
+    in.flash = false;
+    in.max_seqlen = len;
+    const int64_t counted = zm::activation_bytes(c, in).per_token * T;
+    std::printf("[memory] targets %s dropout %.2f: kept %lld bytes, activation_bytes %lld (%.4f)\n",
+                k.targets[0].c_str(), k.dropout, (long long)kept, (long long)counted, double(kept) / double(counted));
+    EXPECT_NEAR(double(kept) / double(counted), 1.0, 0.02) << k.targets[0] << " dropout " << k.dropout;
+  }
+  // Dropout adds its keep masks and nothing else: 1 byte per input element of every module, per token.
+  int64_t mask_bytes = 0;
+  for (const auto& m : zm::block_linear_modules()) mask_bytes += zm::linear_shape(c, m).first;
+  mask_bytes *= c.num_hidden_layers * T;
+  EXPECT_NEAR(double(measured[0] - measured[1]) / double(mask_bytes), 1.0, 0.02);
 }

@@ -494,11 +494,10 @@ TEST(MemoryPlan, ComponentsFollowStageOffloadAndWorld) {
   in.base_params = 7'600'000'000;
   in.largest_unit_params = 545'000'000;
   in.lora_params = 20'185'088;
-  in.num_layers = 28;
-  in.hidden_size = 3584;
-  in.intermediate_size = 18944;
   in.vocab_size = 152064;
-  in.kv_hidden = 512;
+  in.activation_bytes_per_token = 4'500'000;  // Qwen2.5-7B's order (model::activation_bytes)
+  in.checkpointed_activation_bytes_per_token = 400'000;
+  in.loss_chunk_tokens = 256;
   in.tokens_per_micro_batch = 4096;
   in.world_size = 8;
   const auto at = [&](int stage, bool offload) {
@@ -517,6 +516,7 @@ TEST(MemoryPlan, ComponentsFollowStageOffloadAndWorld) {
   EXPECT_EQ(o1.host_optimizer, 4 * in.lora_params * 4 / 8);
   EXPECT_LT(s3.base_weights, s0.base_weights / 2);
   EXPECT_EQ(s0.activations, s3.activations);
+  EXPECT_EQ(s0.activations, 4096 * in.activation_bytes_per_token + 2 * 256 * in.vocab_size * 4);
   EXPECT_EQ(s0.total, s0.base_weights + s0.lora_weights + s0.grads + s0.optimizer + s0.activations + in.reserve_bytes);
   auto ckpt = in;
   ckpt.gradient_checkpointing = true;

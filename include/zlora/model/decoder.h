@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "zlora/model/lora.h"
@@ -66,7 +67,10 @@ struct ForwardOptions {
   bool training = false;     // LoRA dropout and NEFTune act only when training
   double neftune_alpha = 0;  // NEFTune: uniform noise of magnitude alpha / sqrt(L * d) per sample; 0 = off
   std::optional<at::Generator> generator;  // RNG for dropout and NEFTune (the default generator when unset)
-  int64_t loss_chunk_tokens = 1024;        // rows of logits alive at once in the loss
+  // Rows of logits alive at once in the loss ([rows, vocab] in fp32, forward and backward): the loss's
+  // transient sits on top of every layer's activations at the step's memory peak, so it is kept small;
+  // 256 rows still make each chunk's GEMM large (256 x hidden x vocab).
+  int64_t loss_chunk_tokens = 256;
   AttentionKernel attention = AttentionKernel::kAuto;
   // Recompute each layer's activations in backward instead of keeping them (HF's gradient_checkpointing):
   // one extra layer forward per layer, activations of one layer alive at a time.
@@ -83,6 +87,31 @@ struct KVCache {
   std::vector<at::Tensor> k, v;
   int64_t length = 0;
 };
+
+// Whether `requested` resolves to variable-length flash attention for this model on `device` in `dtype`
+// (fails with the reason when flash was required and cannot run).
+bool uses_flash_attention(const ModelConfig& config, AttentionKernel requested, const at::Device& device,
+                          at::ScalarType dtype);
+
+// Bytes per token that a training forward keeps for its backward (the memory plan's activation term).
+// It mirrors what the decoder's autograd functions save, layer by layer, and tests/model measures it on
+// the CPU: each norm's input, the normed input once per group of LoRA modules reading it (q/k/v, gate/up),
+// LoRA's rank-r activation and, with dropout, its keep mask (1 byte per input element), the attention's
+// tensors, and gate and up (SwiGLU's backward; a LoRA down projection recomputes its input from them).
+// Layers before the first one with a LoRA module keep nothing (no gradient reaches them).
+struct ActivationInput {
+  std::vector<std::string> lora_modules;  // full names (model.layers.N.self_attn.q_proj), resolve_lora_targets
+  int64_t lora_rank = 0;
+  bool dropout = false;     // training with lora_dropout > 0
+  int64_t dtype_bytes = 2;  // compute dtype
+  bool flash = true;        // flash attention; else the math path ([heads, len, len] per sample)
+  int64_t max_seqlen = 0;   // the math path's sample length (its probabilities grow with it)
+};
+struct ActivationBytes {
+  int64_t per_token = 0;               // every layer's, plus the final norm and the loss rows
+  int64_t checkpointed_per_token = 0;  // gradient checkpointing: layer inputs + the largest layer recomputed
+};
+ActivationBytes activation_bytes(const ModelConfig& config, const ActivationInput& in);
 
 class Decoder {
  public:
@@ -122,8 +151,10 @@ class Decoder {
                    const ForwardOptions& options) const;
   void check_vocab_range(const at::Tensor& ids, const char* what) const;  // fails naming the bad id
   at::Tensor lora_anchor(int64_t layer) const;  // a trainable LoRA tensor of the layer, or undefined
+  // x W^T (+ b) (+ LoRA) of the block linear `local`. With `up` given, the input is silu(x) * up (SwiGLU
+  // into mlp.down_proj), formed here so that a LoRA down projection recomputes it instead of keeping it.
   at::Tensor linear(const at::Tensor& x, int64_t layer, const std::string& local, const UnitWeights& w,
-                    const ForwardOptions& options) const;
+                    const ForwardOptions& options, const at::Tensor& up = {}) const;
   at::Tensor rms_norm(const at::Tensor& x, int64_t unit, const std::string& name, const UnitWeights& w) const;
 
   WeightStore& weights_;

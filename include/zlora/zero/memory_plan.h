@@ -17,15 +17,15 @@ struct MemoryPlanInput {
   int64_t base_params = 0;          // frozen elements (all units)
   int64_t largest_unit_params = 0;  // frozen elements of the largest unit (ZeRO-3 gather buffers)
   int64_t lora_params = 0;          // trainable elements
-  int64_t num_layers = 0;
-  int64_t hidden_size = 0;
-  int64_t intermediate_size = 0;
   int64_t vocab_size = 0;
-  int64_t kv_hidden = 0;            // num_key_value_heads x head_dim (0: hidden_size)
   int64_t compute_dtype_bytes = 2;  // bf16/fp16: 2, fp32: 4
+  // What the forward keeps for the backward per token, without and with gradient checkpointing (the
+  // decoder's own count: model::activation_bytes).
+  int64_t activation_bytes_per_token = 0;
+  int64_t checkpointed_activation_bytes_per_token = 0;
   // Run.
   int64_t tokens_per_micro_batch = 0;
-  int64_t loss_chunk_tokens = 1024;  // rows of logits materialised at once by the chunked loss
+  int64_t loss_chunk_tokens = 0;  // rows of logits materialised at once by the chunked loss
   bool gradient_checkpointing = false;
   int stage = 0;
   bool offload = false;

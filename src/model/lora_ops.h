@@ -1,0 +1,54 @@
+// LoRA's autograd ops (internal to the model library; the decoder calls them, tests/model checks them
+// against plain autograd).
+//
+// What a LoRA linear keeps for its backward decides most of a training step's activation memory: per
+// module it keeps its input x (a tensor the layer keeps anyway, or shares with its sibling modules: q, k
+// and v read the same normed input, gate and up another) and the dropout's keep mask (1 byte per
+// element), never the dropped-out input: backward recomputes that from x and the mask, bit for bit. The
+// down projection's input, silu(gate) * up, is not kept either: swiglu_lora_linear recomputes it from
+// gate and up, which the SwiGLU backward needs anyway. See activation_bytes_per_token (decoder.h).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+
+#include "zlora/model/weights.h"
+
+namespace zlora::model::detail {
+
+// What a LoRA linear needs besides its tensors.
+struct LoraCall {
+  double scaling = 1;
+  double dropout = 0;  // applied only when training
+  bool training = false;
+  c10::optional<at::Generator> generator;
+};
+
+// LoRA's dropout of an input x: the dropped-out input and the keep mask (bool; undefined when p == 0).
+// On CUDA with the device's default generator it is PyTorch's fused kernel (what nn.Dropout runs for
+// PEFT: output and mask in one pass); elsewhere the mask is drawn with bernoulli_ on the generator.
+struct DroppedInput {
+  at::Tensor xin;
+  at::Tensor keep;
+  bool fused = false;  // drawn by the fused kernel (which fixes how replay_dropout rounds)
+};
+DroppedInput lora_dropout(const at::Tensor& x, double p, const c10::optional<at::Generator>& generator);
+
+// lora_dropout's xin again from x and the keep mask, bit for bit: the arithmetic of the kernel that drew it.
+at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& keep, double p, bool fused);
+
+// PEFT's lora.Linear: x W^T + b + scaling * lora_B(lora_A(dropout(x))). W and b are frozen; backward
+// re-acquires W from `store` (unit, weight_name). A and B are the fp32 masters (cast to x's dtype).
+at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B, const at::Tensor& weight,
+                       const at::Tensor& bias, WeightStore& store, int64_t unit, const std::string& weight_name,
+                       const LoraCall& call);
+
+// lora_linear(silu(gate) * up, ...): the SwiGLU MLP's down projection with its input recomputed in backward
+// from gate and up (which it keeps: the decoder calls it when they require grad, so SwiGLU keeps them anyway).
+at::Tensor swiglu_lora_linear(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& A, const at::Tensor& B,
+                              const at::Tensor& weight, const at::Tensor& bias, WeightStore& store, int64_t unit,
+                              const std::string& weight_name, const LoraCall& call);
+
+}  // namespace zlora::model::detail
