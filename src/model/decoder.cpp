@@ -222,8 +222,28 @@ DroppedInput lora_dropout(const at::Tensor& x, double p, const c10::optional<at:
   }
   at::Tensor keep = at::empty_like(x).bernoulli_(1 - p, generator);
   d.xin = x * keep / (1 - p);
-  d.keep = keep.to(at::kBool);  // kept for backward: 1 byte per element
+  d.keep = keep.to(at::kBool);  // as the fused kernel returns it (the LoRA functions keep it as bits)
   return d;
+}
+
+at::Tensor mask_bit_weights(const at::Device& device) {
+  const uint8_t w[8] = {1, 2, 4, 8, 16, 32, 64, 128};
+  return at::tensor(at::ArrayRef<uint8_t>(w, 8), at::TensorOptions().dtype(at::kByte)).to(device);
+}
+
+// Two kernels each way (weigh the 0/1 bytes and sum them in eights; and each byte with the weights): a
+// pass over the bool mask, kept at one eighth of its size.
+at::Tensor pack_mask(const at::Tensor& keep, const at::Tensor& bits) {
+  at::Tensor bytes = keep.contiguous().view(at::kByte).reshape({-1});
+  const int64_t pad = (8 - bytes.numel() % 8) % 8;
+  if (pad) bytes = at::constant_pad_nd(bytes, {0, pad});
+  return bytes.view({-1, 8}).mul(bits).sum(1, false, at::kByte);
+}
+
+at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef sizes, const at::Tensor& bits) {
+  int64_t n = 1;
+  for (int64_t d : sizes) n *= d;
+  return packed.unsqueeze(1).bitwise_and(bits).view({-1}).to(at::kBool).slice(0, 0, n).view(sizes);
 }
 
 at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& keep, double p, bool fused) {
@@ -269,7 +289,7 @@ struct SwiGlu : torch::autograd::Function<SwiGlu> {
 // rounding instead of three in bf16); backward scales the rank-r tensors, never [T, out].
 struct LoraForward {
   at::Tensor y;
-  at::Tensor keep;    // dropout's keep mask (undefined without dropout)
+  at::Tensor keep;    // dropout's keep mask, packed (undefined without dropout)
   at::Tensor u;       // rank-r activation lora_A(dropout(x))
   at::Tensor Ad, Bd;  // A, B in the compute dtype
   bool fused = false;
@@ -280,7 +300,10 @@ LoraForward lora_forward(const at::Tensor& x, const at::Tensor& A, const at::Ten
   LoraForward f;
   f.y = frozen_forward(x, wb);
   const detail::DroppedInput d = detail::lora_dropout(x, call.training ? call.dropout : 0.0, call.generator);
-  f.keep = d.keep;
+  if (d.keep.defined()) {
+    if (!call.mask_bits.defined()) fail("internal: LoRA dropout without the mask's bit weights");
+    f.keep = detail::pack_mask(d.keep, call.mask_bits);
+  }
   f.fused = d.fused;
   const auto dt = x.scalar_type();
   f.Ad = A.to(dt);
@@ -299,6 +322,7 @@ void save_lora(AutogradContext* ctx, std::vector<at::Tensor> inputs, const LoraF
   ctx->saved_data["scaling"] = call.scaling;
   ctx->saved_data["p"] = call.training ? call.dropout : 0.0;
   ctx->saved_data["fused"] = f.fused;
+  if (f.keep.defined()) ctx->saved_data["mask_bits"] = call.mask_bits;
 }
 
 struct LoraGrads {
@@ -308,8 +332,11 @@ struct LoraGrads {
 // Backward of lora_forward on input x, given the saved list's LoRA tensors from `first`.
 LoraGrads lora_backward(AutogradContext* ctx, const at::Tensor& x, const variable_list& saved, size_t first,
                         const at::Tensor& grad_y, bool need_dx, bool need_dA, bool need_dB) {
-  const at::Tensor &keep = saved[first], &u = saved[first + 1], &Ad = saved[first + 2], &Bd = saved[first + 3];
+  const at::Tensor &u = saved[first + 1], &Ad = saved[first + 2], &Bd = saved[first + 3];
   const double scaling = ctx->saved_data["scaling"].toDouble(), p = ctx->saved_data["p"].toDouble();
+  at::Tensor keep;  // unpacked for this backward only
+  if (saved[first].defined())
+    keep = detail::unpack_mask(saved[first], x.sizes(), ctx->saved_data["mask_bits"].toTensor());
   const at::Tensor g = grad_y.reshape({-1, grad_y.size(-1)});
   // d(lora_B(u)) = g * scaling; scaled on the rank-r side: du = scaling (g B), dB = scaling g^T u.
   at::Tensor du = at::matmul(g, Bd).mul_(scaling);  // [T, r]
@@ -624,7 +651,8 @@ Decoder::Decoder(WeightStore& weights, const LoraAdapter* lora)
     : weights_(weights),
       lora_(lora),
       config_(weights.config()),
-      inv_freq_(model::rope_inv_freq(config_, weights.device())) {
+      inv_freq_(model::rope_inv_freq(config_, weights.device())),
+      mask_bits_(detail::mask_bit_weights(weights.device())) {
   if (lora_) {
     for (const auto& m : lora_->modules()) {
       if (m.layer >= config_.num_hidden_layers) fail("LoRA module {} is beyond the model's layers", m.module);
@@ -654,6 +682,7 @@ at::Tensor Decoder::linear(const at::Tensor& x, int64_t layer, const std::string
   call.dropout = lora_->config().dropout;
   call.training = options.training;
   call.generator = generator_of(options);
+  call.mask_bits = mask_bits_;
   // Recomputing silu(gate) * up saves memory only when gate and up are kept anyway, i.e. when they require
   // grad; otherwise the down projection keeps its input, which is half their size.
   if (up.defined() && (x.requires_grad() || up.requires_grad()))
@@ -896,7 +925,7 @@ ActivationBytes activation_bytes(const ModelConfig& c, const ActivationInput& in
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     auto has = [&](const std::string& m) { return lora.count(fmt::format("model.layers.{}.{}", l, m)) > 0; };
     auto lora_own = [&](const std::string& m) {  // rank-r activation and keep mask
-      return has(m) ? in.lora_rank * cd + (in.dropout ? linear_shape(c, m).first : 0) : 0;
+      return has(m) ? in.lora_rank * cd + (in.dropout ? (linear_shape(c, m).first + 7) / 8 : 0) : 0;
     };
     const bool qkv = has("self_attn.q_proj") || has("self_attn.k_proj") || has("self_attn.v_proj");
     const bool gate_up = has("mlp.gate_proj") || has("mlp.up_proj");

@@ -3,7 +3,7 @@
 //
 // What a LoRA linear keeps for its backward decides most of a training step's activation memory: per
 // module it keeps its input x (a tensor the layer keeps anyway, or shares with its sibling modules: q, k
-// and v read the same normed input, gate and up another) and the dropout's keep mask (1 byte per
+// and v read the same normed input, gate and up another) and the dropout's keep mask (1 bit per
 // element), never the dropped-out input: backward recomputes that from x and the mask, bit for bit. The
 // down projection's input, silu(gate) * up, is not kept either: swiglu_lora_linear recomputes it from
 // gate and up, which the SwiGLU backward needs anyway. See activation_bytes_per_token (decoder.h).
@@ -24,7 +24,15 @@ struct LoraCall {
   double dropout = 0;  // applied only when training
   bool training = false;
   c10::optional<at::Generator> generator;
+  at::Tensor mask_bits;  // mask_bit_weights() on the compute device (needed with dropout)
 };
+
+// Keep masks are kept 8 to a byte: [8] uint8 {1, 2, ..., 128} on `device`, what pack_mask and unpack_mask
+// weigh the bits with (built once, outside any CUDA graph capture: the decoder holds one).
+at::Tensor mask_bit_weights(const at::Device& device);
+// A bool mask as ceil(numel / 8) uint8 (element i is bit i % 8 of byte i / 8), and back to bool `sizes`.
+at::Tensor pack_mask(const at::Tensor& keep, const at::Tensor& bits);
+at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef sizes, const at::Tensor& bits);
 
 // LoRA's dropout of an input x: the dropped-out input and the keep mask (bool; undefined when p == 0).
 // On CUDA with the device's default generator it is PyTorch's fused kernel (what nn.Dropout runs for

@@ -613,7 +613,13 @@ TEST(Lora, DropoutReplayEqualsTheForwardsDroppedInputBitForBit) {
         ASSERT_TRUE(d.keep.defined());
         EXPECT_EQ(d.keep.scalar_type(), at::kBool);
         EXPECT_EQ(d.fused, dev.is_cuda());
-        EXPECT_TRUE(at::equal(zm::detail::replay_dropout(x, d.keep, p, d.fused), d.xin)) << dev << " " << t << " " << p;
+        // Kept as bits between forward and backward.
+        const at::Tensor bits = zm::detail::mask_bit_weights(dev);
+        const at::Tensor packed = zm::detail::pack_mask(d.keep, bits);
+        EXPECT_EQ(packed.numel(), (x.numel() + 7) / 8);
+        const at::Tensor keep = zm::detail::unpack_mask(packed, x.sizes(), bits);
+        EXPECT_TRUE(at::equal(keep, d.keep)) << dev << " " << t << " " << p;
+        EXPECT_TRUE(at::equal(zm::detail::replay_dropout(x, keep, p, d.fused), d.xin)) << dev << " " << t << " " << p;
         const double kept = d.keep.to(at::kDouble).mean().item<double>();
         EXPECT_NEAR(kept, 1 - p, 0.02) << dev << " " << t << " " << p;
       }
@@ -635,6 +641,7 @@ TEST(Lora, LinearAndSwiGluDownProjectionMatchPlainAutogradWithDropout) {
     call.dropout = p;
     call.training = true;
     call.generator = at::detail::createCPUGenerator(seed);
+    call.mask_bits = zm::detail::mask_bit_weights(at::kCPU);
     return call;
   };
   // PEFT's lora.Linear, literally: base(x) + lora_B(lora_A(dropout(x))) * scaling.
@@ -766,9 +773,9 @@ TEST(Decoder, ActivationMemoryIsWhatActivationBytesCounts) {
                 k.targets[0].c_str(), k.dropout, (long long)kept, (long long)counted, double(kept) / double(counted));
     EXPECT_NEAR(double(kept) / double(counted), 1.0, 0.02) << k.targets[0] << " dropout " << k.dropout;
   }
-  // Dropout adds its keep masks and nothing else: 1 byte per input element of every module, per token.
+  // Dropout adds its keep masks and nothing else: 1 bit per input element of every module, per token.
   int64_t mask_bytes = 0;
-  for (const auto& m : zm::block_linear_modules()) mask_bytes += zm::linear_shape(c, m).first;
-  mask_bytes *= c.num_hidden_layers * T;
+  for (const auto& m : zm::block_linear_modules()) mask_bytes += zm::linear_shape(c, m).first * T / 8;
+  mask_bytes *= c.num_hidden_layers;
   EXPECT_NEAR(double(measured[0] - measured[1]) / double(mask_bytes), 1.0, 0.02);
 }

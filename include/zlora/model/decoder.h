@@ -96,7 +96,7 @@ bool uses_flash_attention(const ModelConfig& config, AttentionKernel requested, 
 // Bytes per token that a training forward keeps for its backward (the memory plan's activation term).
 // It mirrors what the decoder's autograd functions save, layer by layer, and tests/model measures it on
 // the CPU: each norm's input, the normed input once per group of LoRA modules reading it (q/k/v, gate/up),
-// LoRA's rank-r activation and, with dropout, its keep mask (1 byte per input element), the attention's
+// LoRA's rank-r activation and, with dropout, its keep mask (1 bit per input element), the attention's
 // tensors, and gate and up (SwiGLU's backward; a LoRA down projection recomputes its input from them).
 // Layers before the first one with a LoRA module keep nothing (no gradient reaches them).
 struct ActivationInput {
@@ -161,6 +161,7 @@ class Decoder {
   const LoraAdapter* lora_;
   ModelConfig config_;
   at::Tensor inv_freq_;
+  at::Tensor mask_bits_;  // LoRA dropout masks are kept as bits (model/lora_ops.h)
 };
 
 // HF's rotary frequencies for a config (fp32, on `device`).
