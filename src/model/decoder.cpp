@@ -199,6 +199,11 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
 
 // ---- LoRA (model/lora_ops.h) ---------------------------------------------------------------------
 
+#ifdef ZLORA_WITH_CUDA
+// Whether zlora's mask kernels serve a tensor like `t`: contiguous on a CUDA device.
+bool mask_kernels_apply(const at::Tensor& t) { return t.is_cuda() && t.is_contiguous(); }
+#endif
+
 // PyTorch's fused dropout kernel draws from the device's default generator; it serves when that is the
 // generator asked for (the trainer passes it on CUDA).
 bool fused_dropout_applies(const at::Tensor& x, const c10::optional<at::Generator>& generator) {
@@ -231,9 +236,16 @@ at::Tensor mask_bit_weights(const at::Device& device) {
   return at::tensor(at::ArrayRef<uint8_t>(w, 8), at::TensorOptions().dtype(at::kByte)).to(device);
 }
 
-// Two kernels each way (weigh the 0/1 bytes and sum them in eights; and each byte with the weights): a
-// pass over the bool mask, kept at one eighth of its size.
+// ATen: two kernels each way (weigh the 0/1 bytes and sum them in eights; and each byte with the weights).
 at::Tensor pack_mask(const at::Tensor& keep, const at::Tensor& bits) {
+#ifdef ZLORA_WITH_CUDA
+  if (mask_kernels_apply(keep) && keep.scalar_type() == at::kBool) {
+    at::Tensor out = at::empty({(keep.numel() + 7) / 8}, keep.options().dtype(at::kByte));
+    check_kernel(kernels::pack_mask_bits(keep.data_ptr<bool>(), keep.numel(), out.data_ptr<uint8_t>(), stream_of(keep)),
+                 "pack_mask_bits");
+    return out;
+  }
+#endif
   at::Tensor bytes = keep.contiguous().view(at::kByte).reshape({-1});
   const int64_t pad = (8 - bytes.numel() % 8) % 8;
   if (pad) bytes = at::constant_pad_nd(bytes, {0, pad});
@@ -246,15 +258,36 @@ at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef sizes, const at
   return packed.unsqueeze(1).bitwise_and(bits).view({-1}).to(at::kBool).slice(0, 0, n).view(sizes);
 }
 
-at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& keep, double p, bool fused) {
-  if (!keep.defined()) return x;
+void apply_mask_(at::Tensor& t, const at::Tensor& packed, const at::Tensor& bits) {
+#ifdef ZLORA_WITH_CUDA
+  if (mask_kernels_apply(t) && use_kernels(t)) {
+    check_kernel(
+        kernels::mask_bits_inplace(kernel_dtype(t), t.data_ptr(), packed.data_ptr<uint8_t>(), t.numel(), stream_of(t)),
+        "mask_bits_inplace");
+    return;
+  }
+#endif
+  t.mul_(unpack_mask(packed, t.sizes(), bits));
+}
+
+at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& packed, double p, bool fused, const at::Tensor& bits) {
+  if (!packed.defined()) return x;
   if (fused) {
     // The fused kernel computes x * mask * scale in the accumulate type, scale = 1 / acc(1 - p), rounded
-    // once to the dtype; native_dropout_backward computes mask * x * acc(scale) the same way.
+    // once to the dtype; native_dropout_backward and zlora's kernel compute it the same way.
     const double scale = x.scalar_type() == at::kDouble ? 1.0 / (1.0 - p) : 1.0 / double(float(1.0 - p));
-    return at::native_dropout_backward(x, keep, scale);
+#ifdef ZLORA_WITH_CUDA
+    if (mask_kernels_apply(x) && use_kernels(x)) {
+      at::Tensor out = at::empty_like(x);
+      check_kernel(kernels::dropout_replay_bits(kernel_dtype(x), x.data_ptr(), packed.data_ptr<uint8_t>(),
+                                                static_cast<float>(scale), x.numel(), out.data_ptr(), stream_of(x)),
+                   "dropout_replay_bits");
+      return out;
+    }
+#endif
+    return at::native_dropout_backward(x, unpack_mask(packed, x.sizes(), bits), scale);
   }
-  return x * keep.to(x.scalar_type()) / (1 - p);  // lora_dropout's ops on the same 0/1 values
+  return x * unpack_mask(packed, x.sizes(), bits).to(x.scalar_type()) / (1 - p);  // lora_dropout's ops, same 0/1
 }
 
 }  // namespace detail
@@ -332,25 +365,24 @@ struct LoraGrads {
 // Backward of lora_forward on input x, given the saved list's LoRA tensors from `first`.
 LoraGrads lora_backward(AutogradContext* ctx, const at::Tensor& x, const variable_list& saved, size_t first,
                         const at::Tensor& grad_y, bool need_dx, bool need_dA, bool need_dB) {
-  const at::Tensor &u = saved[first + 1], &Ad = saved[first + 2], &Bd = saved[first + 3];
+  const at::Tensor &keep = saved[first], &u = saved[first + 1], &Ad = saved[first + 2], &Bd = saved[first + 3];
   const double scaling = ctx->saved_data["scaling"].toDouble(), p = ctx->saved_data["p"].toDouble();
-  at::Tensor keep;  // unpacked for this backward only
-  if (saved[first].defined())
-    keep = detail::unpack_mask(saved[first], x.sizes(), ctx->saved_data["mask_bits"].toTensor());
+  const at::Tensor bits = keep.defined() ? ctx->saved_data["mask_bits"].toTensor() : at::Tensor();
   const at::Tensor g = grad_y.reshape({-1, grad_y.size(-1)});
   // d(lora_B(u)) = g * scaling; scaled on the rank-r side: du = scaling (g B), dB = scaling g^T u.
   at::Tensor du = at::matmul(g, Bd).mul_(scaling);  // [T, r]
   LoraGrads r;
   if (need_dB) r.dB = at::matmul(g.t(), u.reshape({-1, u.size(-1)})).mul_(scaling).to(at::kFloat);
   if (need_dA) {
-    const at::Tensor xin = detail::replay_dropout(x, keep, p, ctx->saved_data["fused"].toBool());
+    const at::Tensor xin = detail::replay_dropout(x, keep, p, ctx->saved_data["fused"].toBool(), bits);
     r.dA = at::matmul(du.t(), xin.reshape({-1, xin.size(-1)})).to(at::kFloat);
   }
   if (need_dx) {
     Reacquired w(ctx);
     at::Tensor dx = at::matmul(g, w.weight);
     if (p > 0) {
-      at::Tensor dxin = at::matmul(du, Ad).mul_(keep);
+      at::Tensor dxin = at::matmul(du, Ad);
+      detail::apply_mask_(dxin, keep, bits);
       dx.add_(dxin, 1.0 / (1 - p));
     } else {
       dx.addmm_(du, Ad);

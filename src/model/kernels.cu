@@ -120,6 +120,40 @@ __global__ void rope_kernel(bool backward, const T* __restrict__ x, const T* __r
   out[e] = cast<T>(a + b);
 }
 
+// One thread per byte of bits: reads its 8 bools, writes one byte.
+__global__ void pack_mask_bits_kernel(const bool* __restrict__ keep, int64_t n, uint8_t* __restrict__ bits) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j * 8 >= n) return;
+  unsigned b = 0;
+  for (int i = 0; i < 8; ++i) {
+    const int64_t e = j * 8 + i;
+    if (e < n && keep[e]) b |= 1u << i;
+  }
+  bits[j] = uint8_t(b);
+}
+
+__device__ __forceinline__ float mask_bit(const uint8_t* __restrict__ bits, int64_t e) {
+  return float((bits[e >> 3] >> (e & 7)) & 1u);
+}
+
+// One thread per element.
+template <typename T>
+__global__ void dropout_replay_bits_kernel(const T* __restrict__ x, const uint8_t* __restrict__ bits, float scale,
+                                           int64_t n, T* __restrict__ out) {
+  const int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (e >= n) return;
+  out[e] = cast<T>(f32(x[e]) * mask_bit(bits, e) * scale);  // the fused kernel's src * mask * scale
+}
+
+template <typename T>
+__global__ void mask_bits_inplace_kernel(T* __restrict__ x, const uint8_t* __restrict__ bits, int64_t n) {
+  const int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (e >= n) return;
+  x[e] = cast<T>(f32(x[e]) * mask_bit(bits, e));
+}
+
+unsigned blocks_for(int64_t n) { return unsigned((n + kBlock - 1) / kBlock); }
+
 const char* status() {
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
@@ -174,6 +208,31 @@ const char* rope(DType dtype, bool backward, const void* x, const void* cos, con
     rope_kernel<T><<<blocks, threads, 0, static_cast<cudaStream_t>(stream)>>>(
         backward, static_cast<const T*>(x), static_cast<const T*>(cos), static_cast<const T*>(sin), n, heads, head_dim,
         static_cast<T*>(out));
+  });
+}
+
+const char* pack_mask_bits(const bool* keep, int64_t n, uint8_t* bits, void* stream) {
+  if (n == 0) return nullptr;
+  pack_mask_bits_kernel<<<blocks_for((n + 7) / 8), kBlock, 0, static_cast<cudaStream_t>(stream)>>>(keep, n, bits);
+  return status();
+}
+
+const char* dropout_replay_bits(DType dtype, const void* x, const uint8_t* bits, float scale, int64_t n, void* out,
+                                void* stream) {
+  if (n == 0) return nullptr;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dropout_replay_bits_kernel<T><<<blocks_for(n), kBlock, 0, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const T*>(x), bits, scale, n, static_cast<T*>(out));
+  });
+}
+
+const char* mask_bits_inplace(DType dtype, void* x, const uint8_t* bits, int64_t n, void* stream) {
+  if (n == 0) return nullptr;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    mask_bits_inplace_kernel<T>
+        <<<blocks_for(n), kBlock, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<T*>(x), bits, n);
   });
 }
 

@@ -31,8 +31,11 @@ struct LoraCall {
 // weigh the bits with (built once, outside any CUDA graph capture: the decoder holds one).
 at::Tensor mask_bit_weights(const at::Device& device);
 // A bool mask as ceil(numel / 8) uint8 (element i is bit i % 8 of byte i / 8), and back to bool `sizes`.
+// On CUDA the packing is one kernel (model/kernels.h) and the two uses below read the bits directly.
 at::Tensor pack_mask(const at::Tensor& keep, const at::Tensor& bits);
 at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef sizes, const at::Tensor& bits);
+// t *= mask (in place), as t.mul_(bool mask) rounds it.
+void apply_mask_(at::Tensor& t, const at::Tensor& packed, const at::Tensor& bits);
 
 // LoRA's dropout of an input x: the dropped-out input and the keep mask (bool; undefined when p == 0).
 // On CUDA with the device's default generator it is PyTorch's fused kernel (what nn.Dropout runs for
@@ -44,8 +47,9 @@ struct DroppedInput {
 };
 DroppedInput lora_dropout(const at::Tensor& x, double p, const c10::optional<at::Generator>& generator);
 
-// lora_dropout's xin again from x and the keep mask, bit for bit: the arithmetic of the kernel that drew it.
-at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& keep, double p, bool fused);
+// lora_dropout's xin again from x and its packed keep mask, bit for bit: the arithmetic of the kernel that
+// drew it (x itself without a mask).
+at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& packed, double p, bool fused, const at::Tensor& bits);
 
 // PEFT's lora.Linear: x W^T + b + scaling * lora_B(lora_A(dropout(x))). W and b are frozen; backward
 // re-acquires W from `store` (unit, weight_name). A and B are the fp32 masters (cast to x's dtype).

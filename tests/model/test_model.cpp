@@ -619,7 +619,11 @@ TEST(Lora, DropoutReplayEqualsTheForwardsDroppedInputBitForBit) {
         EXPECT_EQ(packed.numel(), (x.numel() + 7) / 8);
         const at::Tensor keep = zm::detail::unpack_mask(packed, x.sizes(), bits);
         EXPECT_TRUE(at::equal(keep, d.keep)) << dev << " " << t << " " << p;
-        EXPECT_TRUE(at::equal(zm::detail::replay_dropout(x, keep, p, d.fused), d.xin)) << dev << " " << t << " " << p;
+        EXPECT_TRUE(at::equal(zm::detail::replay_dropout(x, packed, p, d.fused, bits), d.xin))
+            << dev << " " << t << " " << p;
+        at::Tensor g = at::randn_like(x), masked = g.clone();
+        zm::detail::apply_mask_(masked, packed, bits);
+        EXPECT_TRUE(at::equal(masked, g.mul(d.keep))) << dev << " " << t << " " << p;
         const double kept = d.keep.to(at::kDouble).mean().item<double>();
         EXPECT_NEAR(kept, 1 - p, 0.02) << dev << " " << t << " " << p;
       }

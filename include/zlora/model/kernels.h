@@ -1,4 +1,5 @@
-// zlora's own CUDA kernels for the decoder's memory-bound ops (RMSNorm, RoPE), forward and backward.
+// zlora's own CUDA kernels for the decoder's memory-bound ops (RMSNorm, RoPE, forward and backward; LoRA
+// dropout masks kept as bits).
 //
 // Why: once a step runs as a CUDA graph (cuda_graphs) the GPU, not the CPU, bounds it, and these ops as
 // ATen compositions make 8-12 passes over [T, d] in fp32 where one read and one write suffice. Each kernel
@@ -33,5 +34,19 @@ const char* rms_norm_backward(DType dtype, const void* dy, const void* x, const 
 //   backward  out = g * cos + rotate_half^T(g * sin),        rotate_half^T(y) = cat(y2, -y1)
 const char* rope(DType dtype, bool backward, const void* x, const void* cos, const void* sin, int64_t tokens,
                  int64_t heads, int64_t head_dim, void* out, void* stream);
+
+// LoRA dropout masks kept as bits between forward and backward: element i of a mask is bit i % 8 of byte
+// i / 8 (model/lora_ops.h; the ATen fallback packs the same layout). One pass each instead of two ATen
+// kernels with a byte-per-element temporary, and the unpacking fused into its two uses:
+//   pack_mask_bits      bits[j] = sum_i keep[8j + i] << i over the n bools (a last partial byte padded with 0)
+//   dropout_replay_bits out = x * mask * scale, computed as PyTorch's fused dropout kernel computes its
+//                       output (fp32 (x * m) * scale, one rounding to the dtype): bit for bit that output
+//   mask_bits_inplace   x = x * mask (in place), as ATen's x.mul_(bool mask) rounds it (x or a signed 0)
+// tests/model's Lora.DropoutReplayEqualsTheForwardsDroppedInputBitForBit checks all three on the GPU
+// against the fused dropout's own output and mask.
+const char* pack_mask_bits(const bool* keep, int64_t n, uint8_t* bits, void* stream);
+const char* dropout_replay_bits(DType dtype, const void* x, const uint8_t* bits, float scale, int64_t n, void* out,
+                                void* stream);
+const char* mask_bits_inplace(DType dtype, void* x, const uint8_t* bits, int64_t n, void* stream);
 
 }  // namespace zlora::model::kernels
