@@ -4,12 +4,24 @@
 # the rows) beside transformers + PEFT on the same samples. Carry .device (debs + data/). Rows go to $OUT/results.json (benchmarks/results schema).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-# ZLORA_BENCH_PARTS (default "tokenizer zlora hf"): which parts to run, for quick iterations.
-PARTS=${ZLORA_BENCH_PARTS:-tokenizer zlora hf}
+# ZLORA_BENCH_PARTS (default "tests tokenizer zlora hf"): which parts to run, for quick iterations.
+# tests: the model's GPU numerics first (test_kernels; test_model: CUDA goldens, the fused dropout's
+# bit-mask replay), so that a throughput row never comes from code that computes something else.
+PARTS=${ZLORA_BENCH_PARTS:-tests tokenizer zlora hf}
 has() { [[ " $PARTS " == *" $1 "* ]]; }
-source tools/gpu/build.sh zlora bench_tokenizer > "$OUT/build.log" 2>&1
+source tools/gpu/build.sh zlora bench_tokenizer $(has tests && echo test_model test_kernels) > "$OUT/build.log" 2>&1
 Z=build-gpu/bin/zlora
 [ -x $Z ] || { grep -E "error" -A3 "$OUT/build.log" | head -30; exit 1; }
+if has tests; then
+echo "== GPU numerics (test_kernels, test_model)"
+# The two file round-trip tests are left out: on the CUDA build they crash in a destructor after their
+# body passes (docs/reliability.md, "Known open issue"), which would end the binary before the numerics run.
+SKIP='-TensorIo.SlicesConversionsAndRoundTrip:Lora.AdapterFilesRoundTripInPeftLayout'
+for t in model/test_kernels model/test_model; do
+  (cd build-gpu && ./tests/$t --gtest_filter="$SKIP" > "$OUT/$(basename $t).log" 2>&1); echo "$(basename $t) rc=$?"
+  grep -E "FAILED|PASSED|\[kernels\]|\[golden\]" "$OUT/$(basename $t).log" | head -40
+done
+fi
 W=/tmp/zb; rm -rf $W; mkdir -p $W/data
 if has tokenizer; then
 echo "== tokenizer (huanhuan text)"
