@@ -6,7 +6,7 @@
 // and v read the same normed input, gate and up another) and the dropout's keep mask (1 bit per
 // element), never the dropped-out input: backward recomputes that from x and the mask, bit for bit. The
 // down projection's input, silu(gate) * up, is not kept either: swiglu_lora_linear recomputes it from
-// gate and up, which the SwiGLU backward needs anyway. See activation_bytes_per_token (decoder.h).
+// gate and up, which the SwiGLU backward needs anyway. activation_bytes (decoder.h) counts what is kept.
 #pragma once
 
 #include <ATen/ATen.h>
