@@ -31,15 +31,19 @@ def main():
     groups = {}
     for r in rows:
         groups.setdefault((r["gpu"], r["date"], r["_file"]), []).append(r)
-    for (gpu, date, fname), rs in sorted(groups.items()):
+    # Newest run first (file names start with the date); within a date, in file name order.
+    for (gpu, date, fname), rs in sorted(groups.items(), key=lambda g: (-int(g[0][1].replace("-", "")), g[0][2])):
         out += [f"## {gpu}, {date} (`benchmarks/results/{fname}`)", "",
-                "| system | experiment | world | ZeRO | offload | model | steps | time (s) | final loss | samples/s | tokens/s | MFU | peak GiB |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                "| system | experiment | world | ZeRO | offload | model | steps | time (s) | final loss | samples/s | tokens/s | vs baseline | MFU | peak GiB |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        # The ratio to the baseline measured in the same run (same file, GPU and date), never across runs.
+        base = next((r for r in rs if r["system"] != "zlora" and r.get("tokens_per_s")), None)
         for r in rs:
+            ratio = f'{r["tokens_per_s"] / base["tokens_per_s"]:.1f}x' if base and r.get("tokens_per_s") else "–"
             out.append("| " + " | ".join([fmt(r["system"]), fmt(r.get("experiment", "–")), fmt(r["world_size"]), fmt(r["zero_stage"]),
                                            fmt(r["offload"]), os.path.basename(str(r["model"])), fmt(r["steps"]),
                                            fmt(r["time_s"]), fmt(r["final_loss"], ".4f") if r["final_loss"] is not None else "–",
-                                           fmt(r["samples_per_s"]), fmt(r["tokens_per_s"]),
+                                           fmt(r["samples_per_s"]), fmt(r["tokens_per_s"]), ratio,
                                            f'{100 * r["mfu"]:.1f} %' if r["mfu"] is not None else "–",
                                            fmt(r["peak_mem_gib"])]) + " |")
         out.append("")

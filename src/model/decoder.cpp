@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <set>
 
@@ -270,12 +271,16 @@ void apply_mask_(at::Tensor& t, const at::Tensor& packed, const at::Tensor& bits
   t.mul_(unpack_mask(packed, t.sizes(), bits));
 }
 
+double fused_dropout_scale(at::ScalarType dtype, double p) {
+  // The fused kernel computes x * mask * scale in the accumulate type, scale = 1 / acc(1 - p), rounded
+  // once to the dtype; native_dropout_backward and zlora's kernels compute it the same way.
+  return dtype == at::kDouble ? 1.0 / (1.0 - p) : 1.0 / double(float(1.0 - p));
+}
+
 at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& packed, double p, bool fused, const at::Tensor& bits) {
   if (!packed.defined()) return x;
   if (fused) {
-    // The fused kernel computes x * mask * scale in the accumulate type, scale = 1 / acc(1 - p), rounded
-    // once to the dtype; native_dropout_backward and zlora's kernel compute it the same way.
-    const double scale = x.scalar_type() == at::kDouble ? 1.0 / (1.0 - p) : 1.0 / double(float(1.0 - p));
+    const double scale = fused_dropout_scale(x.scalar_type(), p);
 #ifdef ZLORA_WITH_CUDA
     if (mask_kernels_apply(x) && use_kernels(x)) {
       at::Tensor out = at::empty_like(x);
@@ -296,11 +301,55 @@ namespace {
 
 using detail::LoraCall;
 
+// Whether zlora's 8-wide kernels (kernels.h) serve these tensors: CUDA, one supported dtype, contiguous,
+// `n` (a count or a row length) a multiple of 8, 16-byte aligned.
+bool vec8_kernels_apply(int64_t n, std::initializer_list<const at::Tensor*> ts) {
+#ifdef ZLORA_WITH_CUDA
+  const at::Tensor& first = **ts.begin();
+  if (!use_kernels(first)) return false;
+  for (const at::Tensor* t : ts)
+    if (!t->is_cuda() || !t->is_contiguous() || t->scalar_type() != first.scalar_type() ||
+        !kernels::vec8_ok(n, {t->data_ptr()}))
+      return false;
+  return true;
+#else
+  (void)n, (void)ts;
+  return false;
+#endif
+}
+
 // SwiGLU's gate silu(g) * u and its backward {d/dg, d/du}; silu(g) is recomputed in backward rather
 // than saved ([T, intermediate] per layer, the largest activations of the step).
-at::Tensor swiglu(const at::Tensor& g, const at::Tensor& u) { return at::silu(g) * u; }
+at::Tensor swiglu(const at::Tensor& g, const at::Tensor& u) {
+#ifdef ZLORA_WITH_CUDA
+  if (g.sizes() == u.sizes() && vec8_kernels_apply(g.numel(), {&g, &u})) {
+    at::Tensor out = at::empty_like(g);
+    check_kernel(kernels::swiglu(kernel_dtype(g), g.data_ptr(), u.data_ptr(), nullptr, 1.0f, g.numel(), out.data_ptr(),
+                                 stream_of(g)),
+                 "swiglu");
+    return out;
+  }
+#endif
+  return at::silu(g) * u;
+}
 std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& d, const at::Tensor& g, const at::Tensor& u) {
   return {at::silu_backward(d * u, g), d * at::silu(g)};
+}
+
+// replay_dropout(swiglu(g, u), ...): on CUDA one pass from g, u and the bits (silu(g) * u never written).
+at::Tensor swiglu_replay_dropout(const at::Tensor& g, const at::Tensor& u, const at::Tensor& packed, double p,
+                                 bool fused, const at::Tensor& bits) {
+#ifdef ZLORA_WITH_CUDA
+  if (packed.defined() && fused && g.sizes() == u.sizes() && vec8_kernels_apply(g.numel(), {&g, &u})) {
+    at::Tensor out = at::empty_like(g);
+    const float scale = static_cast<float>(detail::fused_dropout_scale(g.scalar_type(), p));
+    check_kernel(kernels::swiglu(kernel_dtype(g), g.data_ptr(), u.data_ptr(), packed.data_ptr<uint8_t>(), scale,
+                                 g.numel(), out.data_ptr(), stream_of(g)),
+                 "swiglu (dropout replay)");
+    return out;
+  }
+#endif
+  return detail::replay_dropout(swiglu(g, u), packed, p, fused, bits);
 }
 
 struct SwiGlu : torch::autograd::Function<SwiGlu> {
@@ -318,8 +367,9 @@ struct SwiGlu : torch::autograd::Function<SwiGlu> {
 // The arithmetic of PEFT's lora.Linear, shared by the two autograd functions below, which differ only in
 // how they get the module's input back in backward. Fewer passes over [T, in] and [T, out] than the
 // literal PEFT graph (the step is bound by these memory-bound kernels once the launches are gone, see
-// cuda_graphs): scaling and the add onto y ride in the up-projection GEMM (addmm: fp32 accumulate, one
-// rounding instead of three in bf16); backward scales the rank-r tensors, never [T, out].
+// cuda_graphs): the frozen GEMM accumulates onto scaling * lora_B(u) (+ bias), so y is written once by a
+// rank-r GEMM and read once in the big GEMM's epilogue; backward scales the rank-r tensors in the GEMMs'
+// alpha, never [T, out], and on CUDA adds the dropped-out input's gradient onto dx in one pass.
 struct LoraForward {
   at::Tensor y;
   at::Tensor keep;    // dropout's keep mask, packed (undefined without dropout)
@@ -328,10 +378,17 @@ struct LoraForward {
   bool fused = false;
 };
 
+// t as [rows, features] (packed inputs are [T, features] already; generation's are [1, T, features]).
+at::Tensor rows_of(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
+
+// alpha * (a @ b) in one GEMM (beta 0: the uninitialised output is never read).
+at::Tensor scaled_mm(const at::Tensor& a, const at::Tensor& b, double alpha) {
+  return at::empty({a.size(0), b.size(1)}, a.options()).addmm_(a, b, 0.0, alpha);
+}
+
 LoraForward lora_forward(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B, const FrozenTensors& wb,
                          const LoraCall& call) {
   LoraForward f;
-  f.y = frozen_forward(x, wb);
   const detail::DroppedInput d = detail::lora_dropout(x, call.training ? call.dropout : 0.0, call.generator);
   if (d.keep.defined()) {
     if (!call.mask_bits.defined()) fail("internal: LoRA dropout without the mask's bit weights");
@@ -341,11 +398,15 @@ LoraForward lora_forward(const at::Tensor& x, const at::Tensor& A, const at::Ten
   const auto dt = x.scalar_type();
   f.Ad = A.to(dt);
   f.Bd = B.to(dt);
-  f.u = at::matmul(d.xin, f.Ad.t());
-  // y += scaling * u B^T in the GEMM's epilogue (2-D views: packed inputs are [T, features]).
-  at::Tensor y2 = f.y.view({-1, f.y.size(-1)});
-  y2.addmm_(f.u.view({-1, f.u.size(-1)}), f.Bd.t(), 1.0, call.scaling);
-  return f;  // d.xin dies here: backward replays it from x and the mask
+  f.u = at::matmul(d.xin, f.Ad.t());  // d.xin dies with d: backward replays it from x and the mask
+  const at::Tensor u2 = rows_of(f.u), x2 = rows_of(x);
+  at::Tensor y2 =
+      wb.bias.defined() ? at::addmm(wb.bias, u2, f.Bd.t(), 1.0, call.scaling) : scaled_mm(u2, f.Bd.t(), call.scaling);
+  y2.addmm_(x2, wb.weight.t());
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = wb.weight.size(0);
+  f.y = y2.view(sizes);
+  return f;
 }
 
 // The tensors after the module's input(s) in the saved list, and the scalars.
@@ -358,36 +419,63 @@ void save_lora(AutogradContext* ctx, std::vector<at::Tensor> inputs, const LoraF
   if (f.keep.defined()) ctx->saved_data["mask_bits"] = call.mask_bits;
 }
 
-struct LoraGrads {
-  at::Tensor dx, dA, dB;
+// What a LoRA backward reads from its context: the saved list's LoRA tensors from `first`, the scalars.
+struct LoraSaved {
+  at::Tensor keep, u, Ad, Bd, bits;
+  double scaling = 1, p = 0;
+  bool fused = false;
+  LoraSaved(AutogradContext* ctx, const variable_list& saved, size_t first)
+      : keep(saved[first]),
+        u(saved[first + 1]),
+        Ad(saved[first + 2]),
+        Bd(saved[first + 3]),
+        scaling(ctx->saved_data["scaling"].toDouble()),
+        p(ctx->saved_data["p"].toDouble()),
+        fused(ctx->saved_data["fused"].toBool()) {
+    if (keep.defined()) bits = ctx->saved_data["mask_bits"].toTensor();
+  }
 };
 
-// Backward of lora_forward on input x, given the saved list's LoRA tensors from `first`.
-LoraGrads lora_backward(AutogradContext* ctx, const at::Tensor& x, const variable_list& saved, size_t first,
-                        const at::Tensor& grad_y, bool need_dx, bool need_dA, bool need_dB) {
-  const at::Tensor &keep = saved[first], &u = saved[first + 1], &Ad = saved[first + 2], &Bd = saved[first + 3];
-  const double scaling = ctx->saved_data["scaling"].toDouble(), p = ctx->saved_data["p"].toDouble();
-  const at::Tensor bits = keep.defined() ? ctx->saved_data["mask_bits"].toTensor() : at::Tensor();
-  const at::Tensor g = grad_y.reshape({-1, grad_y.size(-1)});
-  // d(lora_B(u)) = g * scaling; scaled on the rank-r side: du = scaling (g B), dB = scaling g^T u.
-  at::Tensor du = at::matmul(g, Bd).mul_(scaling);  // [T, r]
-  LoraGrads r;
-  if (need_dB) r.dB = at::matmul(g.t(), u.reshape({-1, u.size(-1)})).mul_(scaling).to(at::kFloat);
-  if (need_dA) {
-    const at::Tensor xin = detail::replay_dropout(x, keep, p, ctx->saved_data["fused"].toBool(), bits);
-    r.dA = at::matmul(du.t(), xin.reshape({-1, xin.size(-1)})).to(at::kFloat);
+// dx += the dropped-out input's gradient: mask(dr A) / (1 - p), or dr A without dropout.
+void add_lora_dx_(at::Tensor& dx, const at::Tensor& dr, const LoraSaved& s) {
+  if (s.p <= 0) {
+    dx.addmm_(dr, s.Ad);
+    return;
   }
+#ifdef ZLORA_WITH_CUDA
+  if (vec8_kernels_apply(dx.size(1), {&dx, &dr, &s.Ad})) {
+    check_kernel(kernels::lora_dx_add(kernel_dtype(dx), dx.data_ptr(), dr.data_ptr(), s.Ad.data_ptr(),
+                                      s.keep.data_ptr<uint8_t>(), static_cast<float>(1.0 / (1 - s.p)), dx.size(0),
+                                      dx.size(1), dr.size(1), stream_of(dx)),
+                 "lora_dx_add");
+    return;
+  }
+#endif
+  at::Tensor dxin = at::matmul(dr, s.Ad);
+  detail::apply_mask_(dxin, s.keep, s.bits);
+  dx.add_(dxin, 1.0 / (1 - s.p));
+}
+
+struct LoraGrads {
+  at::Tensor dx, dA, dB;
+  at::Tensor dr;  // the gradient of lora_A's output [rows, r], scaling included
+};
+
+// Backward of lora_forward given grad_y; `dropped` makes the forward's dropped-out input again (called
+// only when dA is needed), dx (when asked) comes back shaped `x_sizes`.
+LoraGrads lora_backward(AutogradContext* ctx, const LoraSaved& s, const at::Tensor& grad_y, at::IntArrayRef x_sizes,
+                        const std::function<at::Tensor()>& dropped, bool need_dx, bool need_dA, bool need_dB) {
+  const at::Tensor g = rows_of(grad_y);
+  // d(lora_B(u)) = g * scaling; scaled on the rank-r side: dr = scaling (g B), dB = scaling g^T u.
+  LoraGrads r;
+  r.dr = scaled_mm(g, s.Bd, s.scaling);  // [T, r]
+  if (need_dB) r.dB = scaled_mm(g.t(), rows_of(s.u), s.scaling).to(at::kFloat);
+  if (need_dA) r.dA = at::matmul(r.dr.t(), rows_of(dropped())).to(at::kFloat);
   if (need_dx) {
     Reacquired w(ctx);
     at::Tensor dx = at::matmul(g, w.weight);
-    if (p > 0) {
-      at::Tensor dxin = at::matmul(du, Ad);
-      detail::apply_mask_(dxin, keep, bits);
-      dx.add_(dxin, 1.0 / (1 - p));
-    } else {
-      dx.addmm_(du, Ad);
-    }
-    r.dx = dx.view(x.sizes());
+    add_lora_dx_(dx, r.dr, s);
+    r.dx = dx.view(x_sizes);
   }
   return r;
 }
@@ -404,8 +492,11 @@ struct LoraLinear : torch::autograd::Function<LoraLinear> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     const variable_list saved = ctx->get_saved_variables();
-    LoraGrads r = lora_backward(ctx, saved[0], saved, 1, grad[0], ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                ctx->needs_input_grad(2));
+    const at::Tensor& x = saved[0];
+    const LoraSaved s(ctx, saved, 1);
+    LoraGrads r = lora_backward(
+        ctx, s, grad[0], x.sizes(), [&] { return detail::replay_dropout(x, s.keep, s.p, s.fused, s.bits); },
+        ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2));
     return {r.dx, r.dA, r.dB, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -423,11 +514,35 @@ struct SwiGluLoraLinear : torch::autograd::Function<SwiGluLoraLinear> {
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &gate = saved[0], &up = saved[1];
+    const LoraSaved s(ctx, saved, 2);
     const bool need_x = ctx->needs_input_grad(0) || ctx->needs_input_grad(1);
-    const at::Tensor x = swiglu(gate, up);  // the forward's input again, bit for bit
-    LoraGrads r = lora_backward(ctx, x, saved, 2, grad[0], need_x, ctx->needs_input_grad(2), ctx->needs_input_grad(3));
+    // The forward's dropped-out input again, bit for bit, from gate, up and the mask.
+    auto dropped = [&] { return swiglu_replay_dropout(gate, up, s.keep, s.p, s.fused, s.bits); };
+    const at::Tensor g = rows_of(grad[0]);
+    const int64_t cols = gate.size(-1);
+    // On CUDA the LoRA dx term and SwiGLU's backward are one pass (swiglu_lora_backward) after the GEMM.
+    const bool fused_backward =
+        need_x && gate.sizes() == up.sizes() && vec8_kernels_apply(cols, {&gate, &up, &s.Ad}) && s.Ad.size(1) == cols;
+    LoraGrads r = lora_backward(ctx, s, grad[0], gate.sizes(), dropped, need_x && !fused_backward,
+                                ctx->needs_input_grad(2), ctx->needs_input_grad(3));
     at::Tensor dg, du;
-    if (need_x) std::tie(dg, du) = swiglu_backward(r.dx, gate, up);
+    if (fused_backward) {
+#ifdef ZLORA_WITH_CUDA
+      Reacquired w(ctx);
+      const at::Tensor dx = at::matmul(g, w.weight);
+      dg = at::empty_like(gate);
+      du = at::empty_like(up);
+      const bool masked = s.p > 0;
+      check_kernel(kernels::swiglu_lora_backward(kernel_dtype(dx), dx.data_ptr(), r.dr.data_ptr(), s.Ad.data_ptr(),
+                                                 masked ? s.keep.data_ptr<uint8_t>() : nullptr,
+                                                 masked ? static_cast<float>(1.0 / (1 - s.p)) : 1.0f, gate.data_ptr(),
+                                                 up.data_ptr(), dx.size(0), cols, r.dr.size(1), dg.data_ptr(),
+                                                 du.data_ptr(), stream_of(dx)),
+                   "swiglu_lora_backward");
+#endif
+    } else if (need_x) {
+      std::tie(dg, du) = swiglu_backward(r.dx, gate, up);
+    }
     return {dg, du, r.dA, r.dB, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -533,62 +648,48 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
 };
 
 // Sum over rows of cross_entropy(h W^T, target) for h [N, d] (rows with a target only). Logits exist one
-// chunk of rows at a time, in forward and again in backward (recomputed), so memory is chunk × vocab.
-// Logits are computed in the compute dtype and upcast to fp32, as transformers does.
-// Optional per-row weights of the cross-entropy (a padded DeviceBatch: 0 for padding rows). A non-tensor
-// argument because LibTorch 1.13 rejects undefined tensor inputs to autograd functions.
+// chunk of rows at a time, so memory is chunk × vocab. When h requires grad, the forward also computes
+// the gradient: the loss is the graph's last node, so its incoming gradient is a scalar that can multiply
+// afterwards (dh is linear in it). Backward then neither recomputes the logits (the head's GEMM, the
+// step's largest, once more per chunk) nor re-reads the lm_head weight; it keeps dh [N, d] (small: N
+// counts target rows only). Logits are computed in the compute dtype and upcast to fp32, as transformers
+// does. Optional per-row weights of the cross-entropy (a padded DeviceBatch: 0 for padding rows). A
+// non-tensor argument because LibTorch 1.13 rejects undefined tensor inputs to autograd functions.
 struct RowWeights {
   at::Tensor weight;  // [N] fp32, or undefined: every row counts once
 };
 
 struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, FrozenTensors head, const at::Tensor& targets,
-                            RowWeights rw, WeightStore* store, int64_t unit, const std::string& name, int64_t chunk) {
-    save_ref(ctx, store, unit, name);
+                            RowWeights rw, int64_t chunk) {
     const at::Tensor& w = head.weight;
-    ctx->saved_data["chunk"] = chunk;
     const int64_t n = h.size(0);
-    at::Tensor lse = at::empty({n}, h.options().dtype(at::kFloat));
+    const bool grad = h.requires_grad();
+    at::Tensor dh = grad ? at::empty_like(h) : at::Tensor();
     at::Tensor total = at::zeros({}, h.options().dtype(at::kFloat));
     for (int64_t c0 = 0; c0 < n; c0 += chunk) {
       const int64_t c1 = std::min(n, c0 + chunk);
       at::Tensor logits = at::matmul(h.slice(0, c0, c1), w.t()).to(at::kFloat);
-      at::Tensor l = at::logsumexp(logits, 1);
-      at::Tensor picked = logits.gather(1, targets.slice(0, c0, c1).unsqueeze(1)).squeeze(1);
-      at::Tensor ce = l - picked;
+      const at::Tensor t = targets.slice(0, c0, c1).unsqueeze(1);
+      at::Tensor lse = at::logsumexp(logits, 1, true);
+      at::Tensor ce = lse.squeeze(1) - logits.gather(1, t).squeeze(1);
       if (rw.weight.defined()) ce = ce * rw.weight.slice(0, c0, c1);
       total.add_(ce.sum());
-      lse.slice(0, c0, c1).copy_(l);
+      if (!grad) continue;
+      // d/dlogits of (lse - logit[t]) = softmax - onehot(t), times the row's weight; in place on the
+      // chunk's logits, whose values are no longer needed.
+      at::Tensor p = logits.sub_(lse).exp_();
+      p.scatter_add_(1, t, at::full(t.sizes(), -1.0, p.options()));
+      if (rw.weight.defined()) p.mul_(rw.weight.slice(0, c0, c1).unsqueeze(1));
+      dh.slice(0, c0, c1).copy_(at::matmul(p.to(h.scalar_type()), w));
     }
-    ctx->save_for_backward({h, targets, lse, rw.weight});
+    if (grad) ctx->save_for_backward({dh});
     return total;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& h = saved[0];
-    const at::Tensor& targets = saved[1];
-    const at::Tensor& lse = saved[2];
-    const at::Tensor& row_weight = saved[3];
-    const int64_t chunk = ctx->saved_data["chunk"].toInt();
     at::Tensor dh;
-    if (ctx->needs_input_grad(0)) {
-      Reacquired r(ctx);
-      const at::Tensor& w = r.weight;
-      dh = at::empty_like(h);
-      const at::Tensor g = grad[0].to(at::kFloat);
-      for (int64_t c0 = 0; c0 < h.size(0); c0 += chunk) {
-        const int64_t c1 = std::min(h.size(0), c0 + chunk);
-        at::Tensor logits = at::matmul(h.slice(0, c0, c1), w.t()).to(at::kFloat);
-        // d/dlogits of (lse - logit[t]) = softmax - onehot(t)
-        at::Tensor p = (logits - lse.slice(0, c0, c1).unsqueeze(1)).exp_();
-        at::Tensor t = targets.slice(0, c0, c1).unsqueeze(1);
-        p.scatter_add_(1, t, at::full(t.sizes(), -1.0, p.options()));
-        p.mul_(g);
-        if (row_weight.defined()) p.mul_(row_weight.slice(0, c0, c1).unsqueeze(1));
-        dh.slice(0, c0, c1).copy_(at::matmul(p.to(h.scalar_type()), w));
-      }
-    }
-    return {dh, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    if (ctx->needs_input_grad(0)) dh = ctx->get_saved_variables()[0] * grad[0];
+    return {dh, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -839,7 +940,7 @@ at::Tensor Decoder::head_loss(const at::Tensor& x, const at::Tensor& rows, const
   at::Tensor h = rms_norm(x, unit, "model.norm.weight", lease.weights());
   const std::string head = lm_head_weight_name(config_);
   return ChunkedCrossEntropy::apply(h.index_select(0, rows), FrozenTensors{lease.get(head), {}}, targets,
-                                    RowWeights{row_weight}, &weights_, unit, head, options.loss_chunk_tokens);
+                                    RowWeights{row_weight}, options.loss_chunk_tokens);
 }
 
 bool uses_flash_attention(const ModelConfig& config, AttentionKernel requested, const at::Device& device,

@@ -47,6 +47,10 @@ struct DroppedInput {
 };
 DroppedInput lora_dropout(const at::Tensor& x, double p, const c10::optional<at::Generator>& generator);
 
+// The fused dropout kernel's scale for a keep probability 1 - p: 1 / (1 - p) rounded through the
+// accumulate type (fp32 for every dtype but double), as that kernel and native_dropout_backward compute it.
+double fused_dropout_scale(at::ScalarType dtype, double p);
+
 // lora_dropout's xin again from x and its packed keep mask, bit for bit: the arithmetic of the kernel that
 // drew it (x itself without a mask).
 at::Tensor replay_dropout(const at::Tensor& x, const at::Tensor& packed, double p, bool fused, const at::Tensor& bits);

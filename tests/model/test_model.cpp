@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <torch/torch.h>
 
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "lora_ops.h"  // src/model: LoRA's autograd ops
@@ -634,57 +635,87 @@ TEST(Lora, DropoutReplayEqualsTheForwardsDroppedInputBitForBit) {
 }
 
 // The two LoRA autograd functions against plain autograd through PEFT's formula, dropout on, with the
-// same masks (drawn from a second generator with the same seed): output and every gradient.
+// same masks: output and every gradient. On the CPU the masks come from a second generator with the same
+// seed. On the GPU (when there is one) the LoRA functions run PyTorch's fused dropout and zlora's kernels
+// (bit masks, the SwiGLU replay, the fused dx and SwiGLU backward), and the mask is drawn again by
+// reseeding the device's generator and running the same fused kernel on a tensor of the same shape.
 TEST(Lora, LinearAndSwiGluDownProjectionMatchPlainAutogradWithDropout) {
   const Golden& g = golden_model("qwen2");
-  zm::ResidentWeightStore& store = *g.store;
   const double p = 0.3, scaling = 1.75;
-  auto call_with = [&](uint64_t seed) {
-    zm::detail::LoraCall call;
-    call.scaling = scaling;
-    call.dropout = p;
-    call.training = true;
-    call.generator = at::detail::createCPUGenerator(seed);
-    call.mask_bits = zm::detail::mask_bit_weights(at::kCPU);
-    return call;
-  };
-  // PEFT's lora.Linear, literally: base(x) + lora_B(lora_A(dropout(x))) * scaling.
-  auto peft = [&](const at::Tensor& x, const at::Tensor& W, const at::Tensor& b, const at::Tensor& A,
-                  const at::Tensor& B, at::Generator gen) {
-    at::Tensor keep = at::empty_like(x).bernoulli_(1 - p, gen);
-    at::Tensor base = b.defined() ? at::linear(x, W, b) : at::linear(x, W);
-    return base + at::linear(at::linear(x * keep / (1 - p), A), B) * scaling;
-  };
-  auto leaf = [](at::IntArrayRef shape) { return at::randn(shape).requires_grad_(true); };
-  auto fresh = [](const at::Tensor& t) { return t.detach().clone().requires_grad_(true); };
-  const int64_t T = 37, r = 4;
-  zm::UnitLease lease(store, 1);
-  for (const char* module : {"self_attn.q_proj", "mlp.down_proj"}) {
-    SCOPED_TRACE(module);
-    const std::string wname = std::string("model.layers.0.") + module + ".weight";
-    const at::Tensor W = lease.get(wname),
-                     b = lease.weights().get_optional(std::string("model.layers.0.") + module + ".bias");
-    const bool down = std::string(module) == "mlp.down_proj";
-    const int64_t in = W.size(1), out = W.size(0);
-    at::Tensor A = leaf({r, in}), B = leaf({out, r}), G = at::randn({T, out});
-    // The module's input(s): x, or gate and up for the down projection (input silu(gate) * up).
-    std::vector<at::Tensor> inputs =
-        down ? std::vector<at::Tensor>{leaf({T, in}), leaf({T, in})} : std::vector<at::Tensor>{leaf({T, in})};
-    at::Tensor y = down
-                       ? zm::detail::swiglu_lora_linear(inputs[0], inputs[1], A, B, W, b, store, 1, wname, call_with(9))
-                       : zm::detail::lora_linear(inputs[0], A, B, W, b, store, 1, wname, call_with(9));
-    std::vector<at::Tensor> ref_inputs;
-    for (const auto& t : inputs) ref_inputs.push_back(fresh(t));
-    at::Tensor Ar = fresh(A), Br = fresh(B);
-    at::Tensor x_ref = down ? at::silu(ref_inputs[0]) * ref_inputs[1] : ref_inputs[0];
-    at::Tensor y_ref = peft(x_ref, W, b, Ar, Br, at::detail::createCPUGenerator(9));
-    EXPECT_LE(rel_err(y, y_ref), 1e-6);
-    (y * G).sum().backward();
-    (y_ref * G).sum().backward();
-    for (size_t i = 0; i < inputs.size(); ++i) EXPECT_LE(rel_err(inputs[i].grad(), ref_inputs[i].grad()), 1e-6) << i;
-    EXPECT_LE(rel_err(A.grad(), Ar.grad()), 1e-6);
-    EXPECT_LE(rel_err(B.grad(), Br.grad()), 1e-6);
-    EXPECT_GT(A.grad().norm().item<double>(), 0);
+  std::vector<std::pair<at::Device, at::ScalarType>> runs = {{at::kCPU, at::kFloat}};
+  if (at::hasCUDA())
+    for (at::ScalarType t : {at::kFloat, at::kBFloat16}) runs.push_back({at::Device(at::kCUDA, 0), t});
+  for (const auto& [dev, dtype] : runs) {
+    SCOPED_TRACE(::testing::Message() << dev << " " << dtype);
+    const bool cuda = dev.is_cuda();
+    std::unique_ptr<zm::ResidentWeightStore> device_store;
+    if (cuda) {
+      zm::SafetensorsModel st(golden("qwen2"));
+      device_store = std::make_unique<zm::ResidentWeightStore>(g.config, st, dev, dtype);
+    }
+    zm::ResidentWeightStore& store = cuda ? *device_store : *g.store;
+    const auto opt = at::TensorOptions().device(dev).dtype(dtype);
+    auto call_with = [&](uint64_t seed) {
+      zm::detail::LoraCall call;
+      call.scaling = scaling;
+      call.dropout = p;
+      call.training = true;
+      if (!cuda) call.generator = at::detail::createCPUGenerator(seed);  // on CUDA: the device's default
+      call.mask_bits = zm::detail::mask_bit_weights(dev);
+      return call;
+    };
+    auto reseed = [&](uint64_t seed) {
+      at::Generator gen = at::globalContext().defaultGenerator(dev);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_current_seed(seed);
+    };
+    // PEFT's lora.Linear, literally: base(x) + lora_B(lora_A(dropout(x))) * scaling, with the keep mask.
+    auto peft = [&](const at::Tensor& x, const at::Tensor& W, const at::Tensor& b, const at::Tensor& A,
+                    const at::Tensor& B, const at::Tensor& keep) {
+      at::Tensor base = b.defined() ? at::linear(x, W, b) : at::linear(x, W);
+      return base + at::linear(at::linear(x * keep / (1 - p), A.to(dtype)), B.to(dtype)) * scaling;
+    };
+    auto keep_mask = [&](at::IntArrayRef shape, uint64_t seed) {
+      if (!cuda) return at::empty(shape, opt).bernoulli_(1 - p, at::detail::createCPUGenerator(seed));
+      reseed(seed);
+      return std::get<1>(at::native_dropout(at::empty(shape, opt), p, true)).to(dtype);
+    };
+    auto leaf = [&](at::IntArrayRef shape, at::ScalarType t) {
+      return at::randn(shape, opt.dtype(t)).requires_grad_(true);
+    };
+    auto fresh = [](const at::Tensor& t) { return t.detach().clone().requires_grad_(true); };
+    // fp32: the same arithmetic up to summation order; bf16: two roundings of each product apart.
+    const double tol = dtype == at::kBFloat16 ? 2e-2 : cuda ? 1e-5 : 1e-6;
+    const int64_t T = 37, r = 4;
+    zm::UnitLease lease(store, 1);
+    for (const char* module : {"self_attn.q_proj", "mlp.down_proj"}) {
+      SCOPED_TRACE(module);
+      const std::string wname = std::string("model.layers.0.") + module + ".weight";
+      const at::Tensor W = lease.get(wname),
+                       b = lease.weights().get_optional(std::string("model.layers.0.") + module + ".bias");
+      const bool down = std::string(module) == "mlp.down_proj";
+      const int64_t in = W.size(1), out = W.size(0);
+      at::Tensor A = leaf({r, in}, at::kFloat), B = leaf({out, r}, at::kFloat), G = at::randn({T, out}, opt);
+      // The module's input(s): x, or gate and up for the down projection (input silu(gate) * up).
+      std::vector<at::Tensor> inputs = down ? std::vector<at::Tensor>{leaf({T, in}, dtype), leaf({T, in}, dtype)}
+                                            : std::vector<at::Tensor>{leaf({T, in}, dtype)};
+      if (cuda) reseed(9);
+      at::Tensor y =
+          down ? zm::detail::swiglu_lora_linear(inputs[0], inputs[1], A, B, W, b, store, 1, wname, call_with(9))
+               : zm::detail::lora_linear(inputs[0], A, B, W, b, store, 1, wname, call_with(9));
+      std::vector<at::Tensor> ref_inputs;
+      for (const auto& t : inputs) ref_inputs.push_back(fresh(t));
+      at::Tensor Ar = fresh(A), Br = fresh(B);
+      at::Tensor x_ref = down ? at::silu(ref_inputs[0]) * ref_inputs[1] : ref_inputs[0];
+      at::Tensor y_ref = peft(x_ref, W, b, Ar, Br, keep_mask({T, in}, 9));
+      EXPECT_LE(rel_err(y, y_ref), tol);
+      (y * G).sum().backward();
+      (y_ref * G).sum().backward();
+      for (size_t i = 0; i < inputs.size(); ++i) EXPECT_LE(rel_err(inputs[i].grad(), ref_inputs[i].grad()), tol) << i;
+      EXPECT_LE(rel_err(A.grad(), Ar.grad()), tol);
+      EXPECT_LE(rel_err(B.grad(), Br.grad()), tol);
+      EXPECT_GT(A.grad().norm().item<double>(), 0);
+    }
   }
 }
 

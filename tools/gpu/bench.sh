@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
 # GPU machine, one call: the tokenizer benchmark (zlora and HF tokenizers, same machine) and the seed's
 # LoRA experiments on a Qwen2.5-7B-shaped random model (benchmarks/run_matrix.py, ZLORA_MATRIX picks
-# the rows) beside transformers + PEFT on the same samples. Carry .device (debs + data/). Rows go to $OUT/results.json (benchmarks/results schema).
+# the rows) beside transformers + PEFT on the same samples. Carry .device (tools/gpu/prepare_carry.sh
+# fills it: debs + data/). Rows go to $OUT/results.json (benchmarks/results schema).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # ZLORA_BENCH_PARTS (default "tests tokenizer zlora hf"): which parts to run, for quick iterations.
 # tests: the model's GPU numerics first (test_kernels; test_model: CUDA goldens, the fused dropout's
-# bit-mask replay), so that a throughput row never comes from code that computes something else.
+# bit-mask replay, the fused LoRA backward kernels), so that a throughput row never comes from code that
+# computes something else: a failing test ends the call there (exit 1), before any row is written.
 PARTS=${ZLORA_BENCH_PARTS:-tests tokenizer zlora hf}
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 source tools/gpu/build.sh zlora bench_tokenizer $(has tests && echo test_model test_kernels) > "$OUT/build.log" 2>&1
 Z=build-gpu/bin/zlora
-[ -x $Z ] || { grep -E "error" -A3 "$OUT/build.log" | head -30; exit 1; }
+for b in $Z $(has tests && echo build-gpu/tests/model/test_model build-gpu/tests/model/test_kernels); do
+  [ -x $b ] || { echo "build failed: no $b"; grep -E "error" -A3 "$OUT/build.log" | head -40; exit 1; }
+done
 if has tests; then
 echo "== GPU numerics (test_kernels, test_model)"
 # The two file round-trip tests are left out: on the CUDA build they crash in a destructor after their
 # body passes (docs/reliability.md, "Known open issue"), which would end the binary before the numerics run.
 SKIP='-TensorIo.SlicesConversionsAndRoundTrip:Lora.AdapterFilesRoundTripInPeftLayout'
+failed=0
 for t in model/test_kernels model/test_model; do
-  (cd build-gpu && ./tests/$t --gtest_filter="$SKIP" > "$OUT/$(basename $t).log" 2>&1); echo "$(basename $t) rc=$?"
-  grep -E "FAILED|PASSED|\[kernels\]|\[golden\]" "$OUT/$(basename $t).log" | head -40
+  (cd build-gpu && ./tests/$t --gtest_filter="$SKIP" > "$OUT/$(basename $t).log" 2>&1); rc=$?; echo "$(basename $t) rc=$rc"
+  [ $rc -eq 0 ] || failed=1
+  grep -E "FAILED|PASSED|\[kernels\]|\[golden\]|Failure|Expected|Which is|actual" "$OUT/$(basename $t).log" | head -60
 done
+[ $failed -eq 0 ] || { echo "GPU numerics failed: no throughput rows"; exit 1; }
 fi
 W=/tmp/zb; rm -rf $W; mkdir -p $W/data
 if has tokenizer; then
@@ -30,6 +37,7 @@ for t in 1 16; do
 done
 python3 benchmarks/tokenizer/bench_hf_tokenizers.py .device/data/tokenizer.json .device/data/huanhuan.json 3 2>/dev/null | tail -1 | tee -a "$OUT/tokenizer.jsonl"
 fi
+has zlora || has hf || exit 0
 echo "== 7B-shaped random model"
 SECONDS=0
 $Z init-model --config benchmarks/models/qwen2.5-7b.json --tokenizer .device/data --output $W/q7 --dtype bf16 2>&1 | tail -1

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace zlora::model::kernels {
 
@@ -48,5 +49,35 @@ const char* pack_mask_bits(const bool* keep, int64_t n, uint8_t* bits, void* str
 const char* dropout_replay_bits(DType dtype, const void* x, const uint8_t* bits, float scale, int64_t n, void* out,
                                 void* stream);
 const char* mask_bits_inplace(DType dtype, void* x, const uint8_t* bits, int64_t n, void* stream);
+
+// The kernels below move 8 elements per thread: they need `n` (a count or a row length) a multiple of 8 and
+// every tensor 16-byte aligned (the two above take that path when it holds, one element per thread else).
+inline bool vec8_ok(int64_t n, std::initializer_list<const void*> ptrs) {
+  if (n % 8 != 0) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// SwiGLU's product for the MLP's down projection ([T, intermediate]: the step's largest tensors), as ATen
+// rounds at::silu(g) * u. With `bits` (non-null) it is that product's LoRA dropout replayed instead,
+// dropout_replay_bits(silu(g) * u), so backward makes the down projection's dropped-out input in one pass.
+const char* swiglu(DType dtype, const void* g, const void* u, const uint8_t* bits, float scale, int64_t n, void* out,
+                   void* stream);
+
+// LoRA's backward past its GEMMs, with dr [rows, rank] the gradient of lora_A's output and A [rank, cols]
+// (the compute-dtype copy): the dropped-out input's gradient, masked, added onto the frozen GEMM's dx,
+// one pass instead of a rank-r GEMM writing [rows, cols], a masking pass and an add:
+//   lora_dx_add           dx += alpha * mask * (dr A)  with bits, as dx.add_(apply_mask_(dr @ A), alpha);
+//                         dx += dr A                   without (bits null), as dx.addmm_(dr, A)
+//   swiglu_lora_backward  the same sum d (not written), then SwiGLU's backward at the down projection's
+//                         inputs g, u: d_gate = silu_backward(d * u, g), d_up = d * silu(g), as ATen rounds
+//                         them. Replaces the four elementwise passes over [rows, intermediate] that follow.
+// The rank-r dot products are summed in fp32 in another order than cuBLAS's: within one rounding of dr A.
+const char* lora_dx_add(DType dtype, void* dx, const void* dr, const void* A, const uint8_t* bits, float alpha,
+                        int64_t rows, int64_t cols, int64_t rank, void* stream);
+const char* swiglu_lora_backward(DType dtype, const void* dx, const void* dr, const void* A, const uint8_t* bits,
+                                 float alpha, const void* g, const void* u, int64_t rows, int64_t cols, int64_t rank,
+                                 void* d_gate, void* d_up, void* stream);
 
 }  // namespace zlora::model::kernels
