@@ -318,19 +318,28 @@ bool vec8_kernels_apply(int64_t n, std::initializer_list<const at::Tensor*> ts) 
 #endif
 }
 
+// zlora's SwiGLU kernel (kernels.h) on CUDA tensors g, u of one shape: silu(g) * u, or with `packed`
+// its dropout replayed. Undefined where the kernel does not serve them (the callers compose ATen ops).
+at::Tensor swiglu_kernel(const at::Tensor& g, const at::Tensor& u, const at::Tensor& packed, float scale) {
+#ifdef ZLORA_WITH_CUDA
+  if (g.sizes() != u.sizes() || !vec8_kernels_apply(g.numel(), {&g, &u})) return {};
+  at::Tensor out = at::empty_like(g);
+  check_kernel(kernels::swiglu(kernel_dtype(g), g.data_ptr(), u.data_ptr(),
+                               packed.defined() ? packed.data_ptr<uint8_t>() : nullptr, scale, g.numel(),
+                               out.data_ptr(), stream_of(g)),
+               "swiglu");
+  return out;
+#else
+  (void)g, (void)u, (void)packed, (void)scale;
+  return {};
+#endif
+}
+
 // SwiGLU's gate silu(g) * u and its backward {d/dg, d/du}; silu(g) is recomputed in backward rather
 // than saved ([T, intermediate] per layer, the largest activations of the step).
 at::Tensor swiglu(const at::Tensor& g, const at::Tensor& u) {
-#ifdef ZLORA_WITH_CUDA
-  if (g.sizes() == u.sizes() && vec8_kernels_apply(g.numel(), {&g, &u})) {
-    at::Tensor out = at::empty_like(g);
-    check_kernel(kernels::swiglu(kernel_dtype(g), g.data_ptr(), u.data_ptr(), nullptr, 1.0f, g.numel(), out.data_ptr(),
-                                 stream_of(g)),
-                 "swiglu");
-    return out;
-  }
-#endif
-  return at::silu(g) * u;
+  at::Tensor out = swiglu_kernel(g, u, at::Tensor(), 1.0f);
+  return out.defined() ? out : at::silu(g) * u;
 }
 std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& d, const at::Tensor& g, const at::Tensor& u) {
   return {at::silu_backward(d * u, g), d * at::silu(g)};
@@ -339,16 +348,10 @@ std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& d, const at:
 // replay_dropout(swiglu(g, u), ...): on CUDA one pass from g, u and the bits (silu(g) * u never written).
 at::Tensor swiglu_replay_dropout(const at::Tensor& g, const at::Tensor& u, const at::Tensor& packed, double p,
                                  bool fused, const at::Tensor& bits) {
-#ifdef ZLORA_WITH_CUDA
-  if (packed.defined() && fused && g.sizes() == u.sizes() && vec8_kernels_apply(g.numel(), {&g, &u})) {
-    at::Tensor out = at::empty_like(g);
-    const float scale = static_cast<float>(detail::fused_dropout_scale(g.scalar_type(), p));
-    check_kernel(kernels::swiglu(kernel_dtype(g), g.data_ptr(), u.data_ptr(), packed.data_ptr<uint8_t>(), scale,
-                                 g.numel(), out.data_ptr(), stream_of(g)),
-                 "swiglu (dropout replay)");
-    return out;
+  if (packed.defined() && fused) {
+    at::Tensor out = swiglu_kernel(g, u, packed, static_cast<float>(detail::fused_dropout_scale(g.scalar_type(), p)));
+    if (out.defined()) return out;
   }
-#endif
   return detail::replay_dropout(swiglu(g, u), packed, p, fused, bits);
 }
 
@@ -518,7 +521,6 @@ struct SwiGluLoraLinear : torch::autograd::Function<SwiGluLoraLinear> {
     const bool need_x = ctx->needs_input_grad(0) || ctx->needs_input_grad(1);
     // The forward's dropped-out input again, bit for bit, from gate, up and the mask.
     auto dropped = [&] { return swiglu_replay_dropout(gate, up, s.keep, s.p, s.fused, s.bits); };
-    const at::Tensor g = rows_of(grad[0]);
     const int64_t cols = gate.size(-1);
     // On CUDA the LoRA dx term and SwiGLU's backward are one pass (swiglu_lora_backward) after the GEMM.
     const bool fused_backward =
@@ -529,7 +531,7 @@ struct SwiGluLoraLinear : torch::autograd::Function<SwiGluLoraLinear> {
     if (fused_backward) {
 #ifdef ZLORA_WITH_CUDA
       Reacquired w(ctx);
-      const at::Tensor dx = at::matmul(g, w.weight);
+      const at::Tensor dx = at::matmul(rows_of(grad[0]), w.weight);
       dg = at::empty_like(gate);
       du = at::empty_like(up);
       const bool masked = s.p > 0;
