@@ -15,6 +15,8 @@ zk::DType dtype_of(at::ScalarType t) {
   return t == at::kBFloat16 ? zk::DType::kBFloat16 : t == at::kHalf ? zk::DType::kFloat16 : zk::DType::kFloat32;
 }
 void* stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+// The dtype's machine epsilon (its ulp at 1).
+double eps_of(at::ScalarType t) { return t == at::kBFloat16 ? 1.0 / 128 : t == at::kHalf ? 1.0 / 1024 : 1.0 / 8388608; }
 
 at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t h = x.size(-1) / 2;
@@ -59,7 +61,7 @@ TEST(Kernels, RmsNormMatchesTheAtenCompositionWithinOneRounding) {
   ASSERT_TRUE(at::hasCUDA());
   for (at::ScalarType t : {at::kBFloat16, at::kHalf, at::kFloat}) {
     const auto opt = at::TensorOptions().device(at::kCUDA).dtype(t);
-    const double eps_t = t == at::kBFloat16 ? 1.0 / 128 : t == at::kHalf ? 1.0 / 1024 : 1.0 / 8388608;
+    const double eps_t = eps_of(t);
     for (int64_t d : {48, 3584, 5000}) {
       const int64_t rows = 301;
       const double eps = 1e-6;
@@ -104,7 +106,6 @@ at::Tensor pack_bits(const at::Tensor& keep) {
   EXPECT_EQ(zk::pack_mask_bits(keep.data_ptr<bool>(), keep.numel(), bits.data_ptr<uint8_t>(), stream()), nullptr);
   return bits;
 }
-double eps_of(at::ScalarType t) { return t == at::kBFloat16 ? 1.0 / 128 : t == at::kHalf ? 1.0 / 1024 : 1.0 / 8388608; }
 double identical(const at::Tensor& a, const at::Tensor& b) { return (a == b).to(at::kFloat).mean().item<double>(); }
 // Largest |a - b| in units of eps * scale (a tensor of per-element magnitudes, float64).
 double err_in(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale, double eps) {

@@ -12,9 +12,9 @@ Z=build-gpu/bin/zlora
 [ -x $Z ] || { grep -E "error" -A3 "$OUT/build.log" | head -30; exit 1; }
 W=/tmp/zp; rm -rf $W; mkdir -p $W/data
 cp .device/data/huanhuan.json $W/data/ && echo '{"huanhuan": {"file_name": "huanhuan.json"}}' > $W/data/dataset_info.json
-SEED=(--template qwen --bf16 --device cuda --per_device_train_batch_size 4 --gradient_accumulation_steps 4
-      --lora_rank 8 --lora_alpha 32 --lora_dropout 0.1 --lora_target q_proj,v_proj,k_proj,gate_proj,up_proj,o_proj,down_proj
-      --learning_rate 5e-5 --lr_scheduler_type cosine --warmup_steps 10 --max_grad_norm 1.0 --save_strategy no --logging_steps 5)
+# The seed's hyperparameters, from the one place that states them (benchmarks/run_matrix.py).
+mapfile -t SEED < <(cd benchmarks && python3 -c "from run_matrix import SEED_ARGS; print(chr(10).join(SEED_ARGS))")
+[ ${#SEED[@]} -gt 0 ] || { echo "kernel_profile: could not read SEED_ARGS from benchmarks/run_matrix.py"; exit 1; }
 model() {  # model LAYERS -> $W/m$LAYERS (+ its token store)
   python3 -c "import json,sys; c=json.load(open('benchmarks/models/qwen2.5-7b.json')); c['num_hidden_layers']=int(sys.argv[1]); json.dump(c, open(sys.argv[2],'w'))" $1 $W/c$1.json
   $Z init-model --config $W/c$1.json --tokenizer .device/data --output $W/m$1 --dtype bf16 > /dev/null 2>&1
