@@ -1,8 +1,11 @@
 #include "zlora/ckpt/checkpoint.h"
 
+#include "rank0.h"
+
 #include "zlora/ckpt/fault.h"
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
+#include "zlora/core/log.h"
 #include "zlora/core/sha256.h"
 #include "zlora/core/text.h"
 
@@ -22,6 +25,7 @@ namespace {
 constexpr const char* kFormat = "zlora-checkpoint";
 constexpr int kFormatVersion = 1;
 constexpr const char* kTmpSuffix = ".tmp";
+constexpr const char* kDamagedSuffix = ".damaged";
 
 struct Comm {
   MPI_Comm comm;
@@ -312,21 +316,54 @@ std::optional<std::string> read_latest_pointer(const stdfs::path& output_dir) {
   return text::trim(fs::read_file(p, 4096));
 }
 
+std::string damaged_dir_name(long long step, int n) {
+  return checkpoint_dir_name(step) + kDamagedSuffix + (n > 1 ? fmt::format("-{}", n) : std::string());
+}
+
+bool is_damaged_dir_name(const std::string& name) {
+  const size_t at = name.find(kDamagedSuffix);
+  return at != std::string::npos && parse_checkpoint_step(name.substr(0, at)).has_value();
+}
+
+stdfs::path move_aside_damaged(const stdfs::path& dir) {
+  const auto step = parse_checkpoint_step(dir.filename().string());
+  ZLORA_REQUIRE(step, "move_aside_damaged: '{}' is not a checkpoint-STEP directory", dir.string());
+  for (int n = 1;; ++n) {
+    const stdfs::path aside = dir.parent_path() / damaged_dir_name(*step, n);
+    if (stdfs::exists(aside)) continue;
+    fs::rename_durable(dir, aside);
+    return aside;
+  }
+}
+
 CheckpointInfo resolve_resume(const stdfs::path& output_dir, const std::string& arg) {
   if (arg == "latest") {
-    auto info = find_latest_checkpoint(output_dir);
-    if (info) return *info;
+    // Newest first. A checkpoint-STEP directory exists only once its manifest was durable, so one that
+    // fails verification was damaged afterwards (disk, a copy, a hand): say so loudly and move it aside,
+    // so that neither this resume nor a later save of the same step (which replaces the directory)
+    // destroys the evidence.
     auto dirs = list_checkpoint_dirs(output_dir);
-    std::string detail;
-    if (!dirs.empty()) {
+    std::vector<std::string> damaged;
+    for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
       std::string why;
-      verify_checkpoint(dirs.back(), true, &why);
-      detail = fmt::format("; the newest, {}, is incomplete: {}", dirs.back().filename().string(), why);
+      if (auto info = verify_checkpoint(*it, true, &why)) {
+        // `latest` may name a directory just moved aside: name the one resumed from instead.
+        if (!damaged.empty()) fs::write_file_atomic(output_dir / kLatestName, it->filename().string() + "\n");
+        return *info;
+      }
+      const stdfs::path aside = move_aside_damaged(*it);
+      log::error("checkpoint {} is damaged and was moved aside to {}: {}", it->filename().string(),
+                 aside.filename().string(), why);
+      damaged.push_back(fmt::format("{} (moved to {}: {})", it->filename().string(), aside.filename().string(), why));
     }
     fail(
-        "--resume_from_checkpoint latest: no complete checkpoint in '{}' ({} checkpoint directories{}); start "
-        "without --resume_from_checkpoint to train from scratch",
-        output_dir.string(), dirs.size(), detail);
+        "--resume_from_checkpoint latest: no complete checkpoint in '{}'{}; to train from scratch instead, run "
+        "without --resume_from_checkpoint and with --overwrite_output_dir true (it removes this run's logs and "
+        "checkpoints{})",
+        output_dir.string(),
+        damaged.empty() ? std::string(" (no checkpoint directory)")
+                        : fmt::format(": {} damaged, none left: {}", damaged.size(), text::join(damaged, "; ")),
+        damaged.empty() ? std::string() : "; the damaged ones moved aside are kept");
   }
   stdfs::path dir = arg;
   std::string why;
@@ -342,18 +379,10 @@ CheckpointInfo resolve_resume(const stdfs::path& output_dir, const std::string& 
 CheckpointInfo resolve_resume(const stdfs::path& output_dir, const std::string& arg, MPI_Comm mpi_comm) {
   Comm comm(mpi_comm);
   if (mpi_comm == MPI_COMM_NULL) return resolve_resume(output_dir, arg);
-  std::string dir, err;
-  if (comm.rank == 0) err = capture([&] { dir = resolve_resume(output_dir, arg).dir.string(); });
-  // Rank 0's answer: a status, then the directory or the message.
-  std::string msg = err.empty() ? dir : err;
-  long long header[2] = {err.empty() ? 1 : 0, (long long)msg.size()};
-  MPI_Bcast(header, 2, MPI_LONG_LONG, 0, mpi_comm);
-  msg.resize(size_t(header[1]));
-  MPI_Bcast(msg.data(), int(header[1]), MPI_CHAR, 0, mpi_comm);
-  if (!header[0]) fail("{}", msg);
-  if (comm.rank == 0) return *verify_checkpoint(msg, false);
+  const std::string dir = on_rank0(mpi_comm, [&] { return resolve_resume(output_dir, arg).dir.string(); });
+  if (comm.rank == 0) return *verify_checkpoint(dir, false);
   std::string why;
-  auto info = verify_checkpoint(msg, false, &why);
+  auto info = verify_checkpoint(dir, false, &why);
   ZLORA_REQUIRE(info,
                 "rank {} cannot see the checkpoint rank 0 resumes from: {} (is output_dir on a file system "
                 "shared by all nodes?)",
@@ -398,26 +427,29 @@ std::vector<stdfs::path> prune_checkpoints(const stdfs::path& output_dir, long l
   return removed;
 }
 
+std::string read_rank_file(const CheckpointInfo& info, int rank) {
+  ZLORA_REQUIRE(rank >= 0 && rank < info.world_size(), "read_rank_file: rank {} is not a rank of {} (world size {})",
+                rank, info.dir.string(), info.world_size());
+  const FileEntry& f = info.manifest.rank_files.at(size_t(rank));
+  auto p = info.dir / f.name;
+  std::string bytes = fs::read_file(p, size_t(1) << 40);
+  std::string sha = sha256_hex(bytes);
+  ZLORA_REQUIRE(bytes.size() == f.size && sha == f.sha256,
+                "'{}' changed since the checkpoint was written ({} bytes, sha256 {}; manifest: {} bytes, {})",
+                p.string(), bytes.size(), sha, f.size, f.sha256);
+  return bytes;
+}
+
 ResumePayloads read_payloads(const CheckpointInfo& info, int rank, int world_size) {
   ZLORA_REQUIRE(world_size >= 1 && rank >= 0 && rank < world_size, "read_payloads: rank {} outside world size {}", rank,
                 world_size);
   ResumePayloads out;
   out.saved_world_size = info.world_size();
   out.same_world = info.world_size() == world_size;
-  auto read_one = [&](int r) {
-    const FileEntry& f = info.manifest.rank_files.at(size_t(r));
-    auto p = info.dir / f.name;
-    std::string bytes = fs::read_file(p, size_t(1) << 40);
-    std::string sha = sha256_hex(bytes);
-    ZLORA_REQUIRE(bytes.size() == f.size && sha == f.sha256,
-                  "'{}' changed since the checkpoint was written ({} bytes, sha256 {}; manifest: {} bytes, {})",
-                  p.string(), bytes.size(), sha, f.size, f.sha256);
-    return bytes;
-  };
   if (out.same_world) {
-    out.payloads.push_back(read_one(rank));
+    out.payloads.push_back(read_rank_file(info, rank));
   } else {
-    for (int r = 0; r < info.world_size(); ++r) out.payloads.push_back(read_one(r));
+    for (int r = 0; r < info.world_size(); ++r) out.payloads.push_back(read_rank_file(info, r));
   }
   return out;
 }

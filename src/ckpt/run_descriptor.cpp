@@ -85,12 +85,21 @@ OutputDirResult prepare_output_dir(const stdfs::path& output_dir, const RunDescr
   for (const auto& e : stdfs::directory_iterator(output_dir)) {
     std::string name = e.path().filename().string();
     bool known = std::find(run_output_files().begin(), run_output_files().end(), name) != run_output_files().end();
+    // Damaged checkpoints moved aside are evidence, kept even by --overwrite_output_dir.
+    if (e.is_directory() && is_damaged_dir_name(name)) continue;
     if ((e.is_directory() && is_checkpoint_like(name)) || (known && name != kRunDescriptorName))
       outputs.push_back(e.path());
   }
   res.previous_outputs = !outputs.empty();
 
-  if (overwrite_output_dir) {
+  if (overwrite_output_dir && resume) {
+    // Deleting the checkpoints the same command resumes from would lose the run: resuming wins, as in
+    // the HF Trainer (whose overwrite_output_dir never removes checkpoints), and nothing is removed.
+    res.notes.push_back(fmt::format(
+        "--overwrite_output_dir is ignored: --resume_from_checkpoint is set, and resuming needs what '{}' holds",
+        output_dir.string()));
+  }
+  if (overwrite_output_dir && !resume) {
     for (const auto& p : outputs) fs::remove_tree(p);
     res.removed = outputs;
     res.overwritten = res.previous_outputs;

@@ -1,3 +1,4 @@
+#include "zlora/ckpt/output_lock.h"
 #include "zlora/cli/commands.h"
 #include "zlora/config/load.h"
 #include "zlora/core/error.h"
@@ -6,6 +7,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 namespace zlora::cli {
 
@@ -28,6 +30,12 @@ int run_train(const Args& args, Session& session) {
     return kExitOk;
   }
 
+  // One run owns output_dir, from before anything is written there (the token store below may be) to
+  // this function's end, whatever the way out (ckpt/output_lock.h).
+  dist::MpiRuntime& mpi = session.start_mpi();
+  const std::optional<ckpt::OutputDirLock> lock = ckpt::lock_output_dir(r.cfg.training.output_dir, mpi.world());
+  if (lock && !lock->took_over().empty()) log::warn("{}", lock->took_over());
+
   // The token store: --tokenized_path, or one inside output_dir. Missing (or overwrite_cache): prepared
   // here from --dataset first, by all ranks in parallel, as LLaMA-Factory tokenizes before training.
   auto& data = r.cfg.data;
@@ -47,7 +55,6 @@ int run_train(const Args& args, Session& session) {
     std::filesystem::create_directories(std::filesystem::path(prep.output).parent_path());
     prepare_store(prep, session);
   }
-  dist::MpiRuntime& mpi = session.start_mpi();
   return train::run_sft(r, mpi);
 }
 

@@ -662,14 +662,16 @@ struct RowWeights {
 };
 
 struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
+  // `between_chunks`: ForwardOptions::interruption_point (may be empty).
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, FrozenTensors head, const at::Tensor& targets,
-                            RowWeights rw, int64_t chunk) {
+                            RowWeights rw, int64_t chunk, const std::function<void()>* between_chunks) {
     const at::Tensor& w = head.weight;
     const int64_t n = h.size(0);
     const bool grad = h.requires_grad();
     at::Tensor dh = grad ? at::empty_like(h) : at::Tensor();
     at::Tensor total = at::zeros({}, h.options().dtype(at::kFloat));
     for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+      if (*between_chunks) (*between_chunks)();
       const int64_t c1 = std::min(n, c0 + chunk);
       at::Tensor logits = at::matmul(h.slice(0, c0, c1), w.t()).to(at::kFloat);
       const at::Tensor t = targets.slice(0, c0, c1).unsqueeze(1);
@@ -691,7 +693,7 @@ struct ChunkedCrossEntropy : torch::autograd::Function<ChunkedCrossEntropy> {
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     at::Tensor dh;
     if (ctx->needs_input_grad(0)) dh = ctx->get_saved_variables()[0] * grad[0];
-    return {dh, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dh, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -918,6 +920,7 @@ at::Tensor Decoder::run_layers(at::Tensor x, const at::Tensor& positions,
   std::tie(attn.cos, attn.sin) = rope_tables(positions, inv_freq_, x.scalar_type());
   const bool checkpoint = options.gradient_checkpointing && at::GradMode::is_enabled();
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    if (options.interruption_point) options.interruption_point();
     at::Tensor anchor = x.requires_grad() ? x : lora_anchor(l);
     if (checkpoint && anchor.defined()) {
       auto call = c10::make_intrusive<CheckpointCall>();
@@ -942,7 +945,7 @@ at::Tensor Decoder::head_loss(const at::Tensor& x, const at::Tensor& rows, const
   at::Tensor h = rms_norm(x, unit, "model.norm.weight", lease.weights());
   const std::string head = lm_head_weight_name(config_);
   return ChunkedCrossEntropy::apply(h.index_select(0, rows), FrozenTensors{lease.get(head), {}}, targets,
-                                    RowWeights{row_weight}, options.loss_chunk_tokens);
+                                    RowWeights{row_weight}, options.loss_chunk_tokens, &options.interruption_point);
 }
 
 bool uses_flash_attention(const ModelConfig& config, AttentionKernel requested, const at::Device& device,

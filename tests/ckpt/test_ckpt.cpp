@@ -119,10 +119,23 @@ TEST(Checkpoint, PartialCheckpointIsNeverLatest) {
     ASSERT_TRUE(info);
     EXPECT_EQ(info->step(), 10);
     EXPECT_EQ(read_payloads(*info, 0, 1).payloads[0], "payload-step-10");
-    EXPECT_EQ(resolve_resume(out.path(), "latest").step(), 10);
+    // Named explicitly: refused with the reason, nothing moved.
     std::string msg = expect_error([&] { resolve_resume(out.path(), newest.string()); });
     EXPECT_NE(msg.find(c.reason), std::string::npos) << msg;
     EXPECT_NE(msg.find("--resume_from_checkpoint latest"), std::string::npos) << msg;
+    EXPECT_TRUE(stdfs::is_directory(newest));
+    // `latest`: the damaged one is moved aside (kept as evidence, out of any later save's way), `latest`
+    // names the one resumed from.
+    EXPECT_EQ(resolve_resume(out.path(), "latest").step(), 10);
+    EXPECT_FALSE(stdfs::exists(newest));
+    EXPECT_TRUE(stdfs::is_directory(out / "checkpoint-30.damaged"));
+    EXPECT_EQ(read_latest_pointer(out.path()).value_or(""), "checkpoint-10");
+    ASSERT_EQ(list_checkpoint_dirs(out.path()).size(), 1u);
+    // A second damage of the same step is moved aside under another name.
+    stdfs::path again = save(out.path(), 30, "abc-step-30");
+    c.apply(again);
+    EXPECT_EQ(resolve_resume(out.path(), "latest").step(), 10);
+    EXPECT_TRUE(stdfs::is_directory(out / "checkpoint-30.damaged-2"));
   }
 }
 
@@ -132,7 +145,10 @@ TEST(Checkpoint, ResumeWithoutAnyCompleteCheckpointSaysSo) {
   stdfs::remove(d / "manifest.json");
   std::string msg = expect_error([&] { resolve_resume(out.path(), "latest"); });
   EXPECT_NE(msg.find("no complete checkpoint"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("checkpoint-5, is incomplete"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("checkpoint-5 (moved to checkpoint-5.damaged: "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("has no manifest.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--overwrite_output_dir true"), std::string::npos) << msg;
+  EXPECT_TRUE(stdfs::is_directory(out / "checkpoint-5.damaged"));
   msg = expect_error([&] { resolve_resume(out.path(), (out / "checkpoint-99").string()); });
   EXPECT_NE(msg.find("is not a directory"), std::string::npos) << msg;
 }
@@ -352,6 +368,39 @@ TEST(OutputDir, ResumeIsAllowedAndWarnsWhenTheRunDiffers) {
   EXPECT_TRUE(stdfs::exists(out / "checkpoint-10"));
   OutputDirResult diff = prepare_output_dir(out, descriptor(8, "0000"), false, true);
   EXPECT_NE(diff.warning.find("previous run differs"), std::string::npos) << diff.warning;
+}
+
+TEST(OutputDir, OverwriteWithResumeKeepsTheCheckpoints) {
+  // configs/demo.yaml sets overwrite_output_dir; a requeue adds --resume_from_checkpoint latest
+  // (jobs/resume_args.sh). The resume wins: nothing is removed, and the run says why.
+  TempDir tmp;
+  stdfs::path out = tmp / "run";
+  prepare_output_dir(out, descriptor(8), false, false);
+  save(out, 10, "x");
+  write_file(out / "trainer_log.jsonl", "{}\n");
+  OutputDirResult r = prepare_output_dir(out, descriptor(8), true, true);
+  EXPECT_FALSE(r.overwritten);
+  EXPECT_TRUE(r.removed.empty());
+  EXPECT_TRUE(stdfs::exists(out / "checkpoint-10"));
+  EXPECT_TRUE(stdfs::exists(out / "trainer_log.jsonl"));
+  ASSERT_EQ(r.notes.size(), 1u);
+  EXPECT_NE(r.notes[0].find("overwrite_output_dir"), std::string::npos) << r.notes[0];
+  EXPECT_NE(r.notes[0].find("resume"), std::string::npos) << r.notes[0];
+}
+
+TEST(OutputDir, OverwriteKeepsDamagedCheckpointsMovedAside) {
+  TempDir tmp;
+  stdfs::path out = tmp / "run";
+  prepare_output_dir(out, descriptor(8), false, false);
+  save(out, 10, "x");
+  stdfs::path d = save(out, 20, "y");
+  stdfs::remove(d / "rank-00000.bin");
+  EXPECT_EQ(resolve_resume(out, "latest").step(), 10);
+  ASSERT_TRUE(stdfs::is_directory(out / "checkpoint-20.damaged"));
+  OutputDirResult r = prepare_output_dir(out, descriptor(8), true, false);
+  EXPECT_TRUE(r.overwritten);
+  EXPECT_FALSE(stdfs::exists(out / "checkpoint-10"));
+  EXPECT_TRUE(stdfs::is_directory(out / "checkpoint-20.damaged")) << "evidence of damage must survive an overwrite";
 }
 
 TEST(OutputDir, BadInputs) {

@@ -12,6 +12,8 @@
 #include <signal.h>
 
 #include <cstring>
+#include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,7 @@ using zlora::test::read_adapter_bytes;
 using zlora::test::seconds_since;
 
 constexpr int kMaxSteps = 6;
+const std::string kStage2 = "--zero_stage 2";
 constexpr double kJobLimitS = 60;
 // One thread per rank: the same reductions in every run, on a 2-core machine.
 const std::vector<std::string> kOneThread = {"OMP_NUM_THREADS=1"};
@@ -58,19 +61,33 @@ class Preemption : public ::testing::Test {
   }
 
   // The flags of every run here except the output_dir (the jobs/ script test passes them itself).
-  static std::string train_flags() {
-    return zlora::test::tiny_train_flags(dir_->path(), 1, 1, 1) +
-           " --zero_stage 2 --ddp_timeout 30 --save_steps 1000 --max_steps " + std::to_string(kMaxSteps);
+  static std::string train_flags(const std::string& stage = kStage2) {
+    return zlora::test::tiny_train_flags(dir_->path(), 1, 1, 1) + " " + stage +
+           " --ddp_timeout 30 --save_steps 1000 --max_steps " + std::to_string(kMaxSteps);
   }
-  static std::string train_cmd(const stdfs::path& out, const std::string& extra) {
-    return "exec " + zlora::test::mpiexec_zlora(2) + " train " + train_flags() + " --output_dir " + out.string() + " " +
-           extra;
+  static std::string train_cmd(const stdfs::path& out, const std::string& extra, const std::string& stage = kStage2) {
+    return "exec " + zlora::test::mpiexec_zlora(2) + " train " + train_flags(stage) + " --output_dir " +
+           out.string() + " " + extra;
+  }
+  // The uninterrupted run's adapter for `flags` (a full `train` command line after `mpiexec -n 2 zlora
+  // train`, less the output_dir), run once and kept for the other cases.
+  static const std::string& reference(const std::string& flags) {
+    static std::map<std::string, std::string> refs;
+    auto it = refs.find(flags);
+    if (it != refs.end()) return it->second;
+    const stdfs::path out = *dir_ / ("ref" + std::to_string(refs.size() + 1));
+    Job job("exec " + zlora::test::mpiexec_zlora(2) + " train " + flags + " --output_dir " + out.string(),
+            out.string() + ".log", kOneThread);
+    EXPECT_EQ(wait_exit_code(job), 0) << job.output();
+    return refs[flags] = read_adapter_bytes(out);
   }
 
   // Starts a run, sends `sig` to rank `victim` once step 2 is logged, and checks what it leaves.
-  static void preempt_and_resume(const std::string& tag, int sig, int victim) {
+  static void preempt_and_resume(const std::string& tag, int sig, int victim, const std::string& stage = kStage2,
+                                 const std::string& resume_flags = "--resume_from_checkpoint latest") {
+    const std::string& ref_adapter = stage == kStage2 ? *ref_adapter_ : reference(train_flags(stage));
     const stdfs::path out = *dir_ / tag;
-    Job job(train_cmd(out, ""), *dir_ / (tag + ".log"), kOneThread);
+    Job job(train_cmd(out, "", stage), *dir_ / (tag + ".log"), kOneThread);
     ASSERT_TRUE(wait_for(job, [&] { return last_logged_step(job.output()) >= 2; })) << job.output();
     const int logged_at_signal = last_logged_step(job.output());
     const auto pids = rank_pids(out.string());
@@ -101,12 +118,14 @@ class Preemption : public ::testing::Test {
     EXPECT_TRUE(contains(log, "preempted (another rank was signalled)")) << log;
     EXPECT_EQ(last_logged_step(log), step) << log;
     EXPECT_FALSE(stdfs::exists(out / "adapter_model.safetensors")) << "a preempted run wrote the final adapter";
+    EXPECT_FALSE(stdfs::exists(out / "zlora.lock")) << "a preempted run kept its output_dir locked";
 
-    Job resumed(train_cmd(out, "--resume_from_checkpoint latest"), *dir_ / (tag + ".resume.log"), kOneThread);
+    Job resumed(train_cmd(out, resume_flags, stage), *dir_ / (tag + ".resume.log"), kOneThread);
     ASSERT_EQ(wait_exit_code(resumed), 0) << resumed.output();
     EXPECT_TRUE(contains(resumed.output(), "resumed from " + dirs[0].string())) << resumed.output();
-    EXPECT_TRUE(read_adapter_bytes(out) == *ref_adapter_)
+    EXPECT_TRUE(read_adapter_bytes(out) == ref_adapter)
         << tag << ": the resumed adapter differs from the uninterrupted run's";
+    EXPECT_FALSE(stdfs::exists(out / "zlora.lock"));
     std::printf("[preempt] %s: signal %d to rank %d after step %d: checkpoint-%lld, exit %d %.2f s after the signal\n",
                 tag.c_str(), sig, victim, logged_at_signal, step, rc, exit_after);
   }
@@ -120,6 +139,170 @@ std::string* Preemption::ref_adapter_ = nullptr;
 TEST_F(Preemption, Sigusr1ToOneRankCheckpointsExits75AndResumesBitIdentical) { preempt_and_resume("usr1", SIGUSR1, 1); }
 
 TEST_F(Preemption, SigtermToOneRankCheckpointsExits75AndResumesBitIdentical) { preempt_and_resume("term", SIGTERM, 0); }
+
+TEST_F(Preemption, EveryStageAndOffloadCheckpointsOnASignalAndResumesBitIdentical) {
+  // Stage 0 is the default (its 2-rank resume once failed); signals and victims alternate. The stage-1
+  // case resumes with --overwrite_output_dir true as well (configs/demo.yaml sets it, a requeue adds the
+  // resume): the checkpoints are kept and the run says the overwrite is ignored.
+  struct Case {
+    const char* tag;
+    const char* stage;
+    int sig, victim;
+  };
+  const std::vector<Case> cases = {{"p-s0", "--zero_stage 0", SIGTERM, 1},
+                                   {"p-s1", "--zero_stage 1", SIGUSR1, 0},
+                                   {"p-s1off", "--zero_stage 1 --offload_optimizer cpu", SIGTERM, 0},
+                                   {"p-s2off", "--zero_stage 2 --offload_optimizer cpu", SIGUSR1, 1},
+                                   {"p-s3", "--zero_stage 3", SIGTERM, 1},
+                                   {"p-s3off", "--zero_stage 3 --offload_optimizer cpu", SIGUSR1, 0}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.tag);
+    const bool with_overwrite = std::string(c.tag) == "p-s1";
+    preempt_and_resume(c.tag, c.sig, c.victim, c.stage,
+                       with_overwrite ? "--overwrite_output_dir true --resume_from_checkpoint latest"
+                                      : "--resume_from_checkpoint latest");
+    if (with_overwrite)
+      EXPECT_TRUE(contains(zlora::test::read_file(*dir_ / "p-s1.resume.log"),
+                           "--overwrite_output_dir is ignored: --resume_from_checkpoint is set"));
+  }
+}
+
+// A step long enough to be signalled in the middle: a global batch of 40 samples (20 micro-batches per
+// rank) per optimizer step, 3 steps.
+std::string long_step_flags(const std::filesystem::path& dir, const std::string& stage) {
+  return zlora::test::tiny_train_flags(dir, 1, 20, 1) + " " + stage + " --ddp_timeout 30 --save_steps 1000 --max_steps 3";
+}
+
+TEST_F(Preemption, ASignalMidStepEndsTheRunPromptlyAndResumesBitIdentical) {
+  // Here a rank's 20 samples pack into one micro-batch, so a step is one long forward and backward.
+  // Signalled in it, eager ZeRO 0-2 leave it at the next interruption point (between layers, between
+  // loss chunks): the step is abandoned and the last finished one saved. ZeRO-3's per-layer collectives
+  // must line up on every rank, so it runs the micro-batch to its end, then finishes the step (the
+  // update is cheap) and saves that one. Slurm and mpirun signal every rank, as here.
+  struct Case {
+    const char* tag;
+    const char* stage;
+    bool abandons;
+  };
+  for (const Case& c : {Case{"mid-s0", "--zero_stage 0", true}, Case{"mid-s3", "--zero_stage 3", false}}) {
+    SCOPED_TRACE(c.tag);
+    const std::string flags = long_step_flags(dir_->path(), c.stage);
+    const std::string& ref_adapter = reference(flags);
+    const stdfs::path out = *dir_ / c.tag;
+    Job job("exec " + zlora::test::mpiexec_zlora(2) + " train " + flags + " --output_dir " + out.string(),
+            *dir_ / (std::string(c.tag) + ".log"), kOneThread);
+    ASSERT_TRUE(wait_for(job, [&] { return last_logged_step(job.output()) >= 1; })) << job.output();
+    zlora::test::sleep_s(0.5);  // well inside step 2 (a step takes several seconds here)
+    const auto pids = rank_pids(out.string());
+    ASSERT_EQ(pids.size(), 2u);
+    for (const auto& [rank, pid] : pids) ASSERT_EQ(kill(pid, SIGTERM), 0);
+    const auto t_signal = Clock::now();
+    const int rc = wait_exit_code(job);
+    const double took = seconds_since(t_signal);
+    const std::string log = job.output();
+    ASSERT_EQ(rc, zlora::ckpt::kExitPreempted) << log;
+    // The forward is interruptible, the backward (about two thirds of the step) is not: a signal that
+    // lands in the backward lets the step finish and saves it. Either way the checkpoint, the log and
+    // the resumed adapter must agree; ZeRO-3 always finishes the step.
+    const bool abandoned = contains(log, "during step 2, which was abandoned");
+    if (!c.abandons) EXPECT_FALSE(abandoned) << log;
+    const long long expect_step = abandoned ? 1 : 2;
+    const auto latest = zlora::ckpt::find_latest_checkpoint(out);
+    ASSERT_TRUE(latest) << log;
+    EXPECT_EQ(latest->step(), expect_step) << log;
+    EXPECT_EQ(last_logged_step(log), expect_step) << log;
+    EXPECT_LT(took, 15.0) << "the run did not end within a step of the signal";
+    Job resumed("exec " + zlora::test::mpiexec_zlora(2) + " train " + flags + " --output_dir " + out.string() +
+                    " --resume_from_checkpoint latest",
+                *dir_ / (std::string(c.tag) + ".resume.log"), kOneThread);
+    ASSERT_EQ(wait_exit_code(resumed), 0) << resumed.output();
+    EXPECT_TRUE(read_adapter_bytes(out) == ref_adapter) << c.tag << ": the resumed adapter differs";
+    std::printf("[preempt] %s: SIGTERM to both ranks 0.5 s into step 2: checkpoint-%lld, exit 75 %.2f s after\n",
+                c.tag, expect_step, took);
+  }
+}
+
+TEST_F(Preemption, SigtermToMpirunCheckpointsWhenTheGraceCoversAStepPart) {
+  // What `timeout`, PBS, Kubernetes and `kill` do: SIGTERM to mpirun itself. OpenMPI 4.1 passes it to the
+  // ranks after odls_base_sigkill_timeout seconds and SIGKILLs them the same time later; with a grace
+  // longer than zlora's reaction (an interruption point, a checkpoint) the checkpoint is written. mpirun
+  // then exits 1 whatever the ranks returned (an OpenMPI fact; jobs/ scripts report 75 themselves).
+  const std::string flags = long_step_flags(dir_->path(), "--zero_stage 2");
+  const std::string& ref_adapter = reference(flags);
+  const stdfs::path out = *dir_ / "term-mpirun";
+  Job job("exec mpiexec -n 2 --oversubscribe --mca odls_base_sigkill_timeout 4 " + zlora::test::zlora_bin().string() +
+              " train " + flags + " --output_dir " + out.string(),
+          *dir_ / "term-mpirun.log", kOneThread);
+  ASSERT_TRUE(wait_for(job, [&] { return last_logged_step(job.output()) >= 1; })) << job.output();
+  ASSERT_EQ(kill(job.pid(), SIGTERM), 0);
+  const int rc = wait_exit_code(job);
+  const std::string log = job.output();
+  EXPECT_EQ(rc, 1) << "OpenMPI 4.1's mpirun exits 1 after forwarding SIGTERM\n" << log;
+  EXPECT_EQ(zlora::test::count_occurrences(log, "exiting with code 75"), 2u) << log;
+  const auto latest = zlora::ckpt::find_latest_checkpoint(out);
+  ASSERT_TRUE(latest) << log;
+  EXPECT_GE(latest->step(), 1);
+  Job resumed("exec " + zlora::test::mpiexec_zlora(2) + " train " + flags + " --output_dir " + out.string() +
+                  " --resume_from_checkpoint latest",
+              *dir_ / "term-mpirun.resume.log", kOneThread);
+  ASSERT_EQ(wait_exit_code(resumed), 0) << resumed.output();
+  EXPECT_TRUE(read_adapter_bytes(out) == ref_adapter) << "the resumed adapter differs";
+}
+
+TEST_F(Preemption, ASecondRunInTheSameOutputDirIsRefusedWhateverItsFlags) {
+  // The first run has long steps (about 20 s in all here), so that it is still running when each
+  // second run, started after it, has got as far as the lock.
+  const std::string flags = long_step_flags(dir_->path(), "--zero_stage 2");
+  const std::string& ref_adapter = reference(flags);
+  const stdfs::path out = *dir_ / "locked";
+  auto cmd = [&](const std::string& extra) {
+    return "exec " + zlora::test::mpiexec_zlora(2) + " train " + flags + " --output_dir " + out.string() + " " + extra;
+  };
+  Job first(cmd(""), *dir_ / "locked.log", kOneThread);
+  ASSERT_TRUE(wait_for(first, [&] { return last_logged_step(first.output()) >= 1; })) << first.output();
+  for (const std::string extra : {"", "--overwrite_output_dir true", "--resume_from_checkpoint latest",
+                                  "--overwrite_output_dir true --resume_from_checkpoint latest"}) {
+    SCOPED_TRACE(extra);
+    Job second(cmd(extra), *dir_ / "locked.second.log", kOneThread);
+    const int rc = wait_exit_code(second);
+    EXPECT_NE(rc, 0) << second.output();
+    EXPECT_TRUE(contains(second.output(), "is in use by another zlora run: pid ")) << second.output();
+    EXPECT_TRUE(first.running()) << "the second run disturbed the first";
+  }
+  ASSERT_EQ(wait_exit_code(first), 0) << first.output();
+  EXPECT_TRUE(read_adapter_bytes(out) == ref_adapter) << "the first run's adapter was changed";
+  EXPECT_FALSE(stdfs::exists(out / "zlora.lock")) << "the lock outlived its run";
+  // Released on an error too: a run refused for its flags leaves the directory free.
+  Job bad(cmd("--resume_from_checkpoint " + (out / "checkpoint-99").string()), *dir_ / "locked.bad.log", kOneThread);
+  EXPECT_NE(wait_exit_code(bad), 0);
+  EXPECT_TRUE(contains(bad.output(), "checkpoint-99")) << bad.output();
+  EXPECT_FALSE(stdfs::exists(out / "zlora.lock")) << "a failed run kept the lock";
+}
+
+TEST_F(Preemption, ADamagedNewestCheckpointIsMovedAsideAndThePreviousOneResumed) {
+  // Checkpoints 2 and 4 of a run killed after step 4; checkpoint-4's rank-1 file then damaged (a disk, a
+  // bad copy): `latest` reports it, moves it aside as evidence, and resumes from checkpoint-2.
+  const stdfs::path full = *dir_ / "dmg-full", out = *dir_ / "dmg";
+  Job job(train_cmd(full, "--save_steps 2"), *dir_ / "dmg-full.log", kOneThread);
+  ASSERT_EQ(wait_exit_code(job), 0) << job.output();
+  stdfs::create_directories(out);
+  for (const char* c : {"checkpoint-2", "checkpoint-4"})
+    stdfs::copy(full / c, out / c, stdfs::copy_options::recursive);
+  {
+    std::fstream f(out / "checkpoint-4/rank-00001.bin", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+  }
+  Job resumed(train_cmd(out, "--save_steps 2 --resume_from_checkpoint latest"), *dir_ / "dmg.resume.log", kOneThread);
+  ASSERT_EQ(wait_exit_code(resumed), 0) << resumed.output();
+  const std::string log = resumed.output();
+  EXPECT_TRUE(contains(log, "checkpoint checkpoint-4 is damaged and was moved aside to checkpoint-4.damaged: '" +
+                                (out / "checkpoint-4/rank-00001.bin").string() + "' is damaged: sha256 "))
+      << log;
+  EXPECT_TRUE(contains(log, "resumed from " + (out / "checkpoint-2").string())) << log;
+  EXPECT_TRUE(stdfs::is_directory(out / "checkpoint-4.damaged"));
+  EXPECT_TRUE(read_adapter_bytes(out) == read_adapter_bytes(full)) << "resuming from checkpoint-2 changed the result";
+}
 
 // jobs/resume_args.sh, sourced in bash: the flags a (re)started job passes.
 std::string resume_flags(const std::string& restarted, const stdfs::path& dir) {

@@ -173,6 +173,7 @@ class Job {
     return end_;
   }
   double elapsed() const { return seconds_since(start_); }
+  pid_t pid() const { return pid_; }  // the `sh -c`, which execs the command (e.g. mpiexec) when told to
   // Everything the job wrote so far.
   std::string output() const { return read_file(log_); }
 

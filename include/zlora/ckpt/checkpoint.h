@@ -98,12 +98,20 @@ std::optional<CheckpointInfo> find_latest_checkpoint(const std::filesystem::path
 std::optional<std::string> read_latest_pointer(const std::filesystem::path& output_dir);
 
 // --resume_from_checkpoint: "latest" (newest complete in output_dir) or a checkpoint directory path.
-// Throws zlora::Error saying what is missing or damaged.
+// Throws zlora::Error saying what is missing or damaged. With "latest", every checkpoint newer than the
+// one taken failed verification: each is reported (file, expected and found size or sha256) and moved
+// aside to checkpoint-STEP.damaged (move_aside_damaged), never deleted or overwritten.
 CheckpointInfo resolve_resume(const std::filesystem::path& output_dir, const std::string& arg);
 // Collective form: rank 0 resolves and re-hashes every file once, then broadcasts the directory (or its
 // error, thrown on every rank); the other ranks only re-read the manifest. read_payloads() still checks
 // the hash of each file a rank reads.
 CheckpointInfo resolve_resume(const std::filesystem::path& output_dir, const std::string& arg, MPI_Comm comm);
+
+// "checkpoint-STEP.damaged" (n = 1), "checkpoint-STEP.damaged-2", ...: where a damaged checkpoint is kept.
+std::string damaged_dir_name(long long step, int n = 1);
+bool is_damaged_dir_name(const std::string& name);
+// Renames a damaged checkpoint-STEP directory to the first free damaged_dir_name; returns the new path.
+std::filesystem::path move_aside_damaged(const std::filesystem::path& dir);
 
 // Rank 0 at start: removes checkpoint-*.tmp directories and stray temporary files a crashed save left.
 // Returns the removed paths.
@@ -122,5 +130,7 @@ struct ResumePayloads {
 };
 // Reads (and re-verifies the sha256 of) what this rank needs to resume.
 ResumePayloads read_payloads(const CheckpointInfo& info, int rank, int world_size);
+// The payload of rank `rank` of the saving run, its size and sha256 checked against the manifest.
+std::string read_rank_file(const CheckpointInfo& info, int rank);
 
 }  // namespace zlora::ckpt

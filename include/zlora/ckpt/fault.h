@@ -20,7 +20,7 @@
 //   before_rename     rank 0: the manifest is durable in checkpoint-STEP.tmp/, not yet renamed
 //   before_latest     rank 0: checkpoint-STEP/ is in place, `latest` still names the previous one
 //   after_latest      rank 0: `latest` moved, before pruning and the final allreduce
-// and, once per optimizer step (agree_preempt):
+// and, once per optimizer step (agree_preempt at the step boundary, not the agreements within a step):
 //   step_boundary     before the step-end allreduce (the peers wait in it: a death mid-collective)
 #pragma once
 

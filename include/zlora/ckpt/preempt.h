@@ -1,7 +1,9 @@
-// Preemption: Slurm sends SIGUSR1 (with --signal=USR1@T) or SIGTERM before killing a job. The handler
-// only sets a flag; at each optimizer-step boundary the trainer calls agree_preempt(), an MPI_Allreduce
-// (MAX), so that every rank sees the same answer in the same step, saves one checkpoint together and
-// exits with kExitPreempted. jobs/ scripts requeue on that code and resume from `latest`.
+// Preemption: Slurm sends SIGUSR1 (with --signal=USR1@T) or SIGTERM before killing a job, mpirun
+// SIGTERM when it is itself terminated. The handler only sets a flag; the trainer calls agree_preempt(),
+// an MPI_Allreduce (MAX), at each optimizer-step boundary and, within a step, before each micro-batch
+// and before the update, so that every rank sees the same answer at the same point: all abandon the
+// step in flight (or stop at the boundary), save the last finished step together and exit with
+// kExitPreempted. jobs/ scripts requeue on that code and resume from `latest`.
 #pragma once
 
 #include <mpi.h>
@@ -34,7 +36,17 @@ int preempt_signal();           // the signal number received, 0 if none
 void request_preempt(int sig);  // as if `sig` had arrived (tests, or a wall-clock limit)
 void clear_preempt();
 
-// Collective at a step boundary: true on every rank when any rank was signalled. MPI_COMM_NULL: local.
-bool agree_preempt(MPI_Comm comm);
+// Collective: true on every rank when any rank was signalled. MPI_COMM_NULL: local. at_step_boundary:
+// the agreement between two optimizer steps, where the fault point step_boundary is (ckpt/fault.h);
+// false within a step.
+bool agree_preempt(MPI_Comm comm, bool at_step_boundary = true);
+
+// Collective, before an optimizer update: what the ranks agree on once every micro-batch of the step ran.
+enum class StepAgreement {
+  kContinue,     // no rank was signalled
+  kFinishStep,   // a rank was signalled, every rank's step is complete: update, then checkpoint this step
+  kAbandonStep,  // some rank's step was cut short (an interrupted micro-batch): checkpoint the last one
+};
+StepAgreement agree_step_end(MPI_Comm comm, bool my_step_complete);
 
 }  // namespace zlora::ckpt

@@ -1,7 +1,9 @@
 // Output-directory safety (the seed's pitfall 3): a run records what it trains in
 // output_dir/zlora_run.json, and a new run refuses an output_dir that already holds another run's
 // checkpoints or outputs, printing both descriptions, unless --overwrite_output_dir (the old outputs are
-// removed) or a resume is asked for. LLaMA-Factory instead silently resumes from the last checkpoint.
+// removed) or a resume is asked for. Both at once: the resume wins and nothing is removed. Damaged
+// checkpoints moved aside (checkpoint-STEP.damaged) are never removed. LLaMA-Factory instead silently
+// resumes from the last checkpoint.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -37,6 +39,7 @@ struct OutputDirResult {
   bool overwritten = false;               // ... and they were removed (--overwrite_output_dir)
   std::optional<RunDescriptor> previous;  // zlora_run.json found there, if any
   std::string warning;                    // non-empty: say it (a resume whose descriptor differs)
+  std::vector<std::string> notes;         // say each (e.g. overwrite_output_dir ignored for a resume)
   std::vector<std::filesystem::path> removed;
 };
 

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +76,10 @@ struct ForwardOptions {
   // Recompute each layer's activations in backward instead of keeping them (HF's gradient_checkpointing):
   // one extra layer forward per layer, activations of one layer alive at a time.
   bool gradient_checkpointing = false;
+  // Called between the pieces of a forward's work, before each decoder layer and each loss chunk (not in
+  // backward, nor in a layer's recomputation). It may throw to abandon the pass: the trainer ends a
+  // micro-batch early this way when a preemption signal arrives.
+  std::function<void()> interruption_point;
 };
 
 struct LossResult {
