@@ -7,6 +7,7 @@
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
 #include "zlora/core/sha256.h"
+#include "zlora/core/text.h"
 #include "zlora/data/json_file.h"
 
 #include <pcre2.h>
@@ -28,27 +29,7 @@ using nlohmann::json;
 
 namespace {
 
-// Length of the well-formed UTF-8 sequence at s[i], or 0 if none starts there (Unicode Table 3-7).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = b(i);
-  size_t n = s.size();
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) return (i + 1 < n && (b(i + 1) & 0xC0) == 0x80) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (i + 2 >= n) return 0;
-    unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    if (b(i + 1) < lo || b(i + 1) > hi || (b(i + 2) & 0xC0) != 0x80) return 0;
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (i + 3 >= n) return 0;
-    unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    if (b(i + 1) < lo || b(i + 1) > hi || (b(i + 2) & 0xC0) != 0x80 || (b(i + 3) & 0xC0) != 0x80) return 0;
-    return 4;
-  }
-  return 0;
-}
+using text::utf8_sequence_length;
 
 // Length of the maximal ill-formed prefix at s[i] that becomes one U+FFFD (Rust's from_utf8_lossy).
 size_t invalid_prefix_length(std::string_view s, size_t i) {
