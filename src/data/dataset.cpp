@@ -88,6 +88,7 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
     ZLORA_REQUIRE(e.is_object(), "{}: entry must be an object", where);
     DatasetAttr a;
     a.name = name;
+    a.entry = e.dump();  // nlohmann's objects keep keys sorted: the same entry always dumps the same
     for (const char* hub : {"hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"})
       ZLORA_REQUIRE(!e.contains(hub),
                     "{}: '{}' sources are not supported; zlora reads local files (file_name under dataset_dir)", where,
@@ -238,28 +239,51 @@ bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const
 
 namespace {
 
-std::vector<stdfs::path> data_files(const stdfs::path& dir, const DatasetAttr& a, const std::string& info) {
+// A data file of a dataset: where it is, and its name as the entry names it (file_name, or
+// "file_name/<file>" for a folder's files), which the store records so that a moved dataset_dir still
+// matches.
+struct DataFile {
+  stdfs::path path;
+  std::string name;
+};
+
+std::vector<DataFile> data_files(const stdfs::path& dir, const DatasetAttr& a, const std::string& info) {
   stdfs::path p = dir / a.file_name;
   std::error_code ec;
   ZLORA_REQUIRE(stdfs::exists(p, ec), "dataset '{}': file {} not found (file_name '{}' in {} is resolved under {})",
-                a.name, p.string(), a.file_name, info, dir.string());
-  std::vector<stdfs::path> files;
+                a.name, p.string(), text::printable(a.file_name), info, dir.string());
+  std::vector<DataFile> files;
   if (stdfs::is_directory(p, ec)) {
     for (const auto& e : stdfs::directory_iterator(p))
-      if (e.is_regular_file()) files.push_back(e.path());
-    std::sort(files.begin(), files.end());
+      if (e.is_regular_file()) files.push_back({e.path(), (stdfs::path(a.file_name) / e.path().filename()).string()});
+    std::sort(files.begin(), files.end(), [](const DataFile& x, const DataFile& y) { return x.path < y.path; });
   } else {
-    files.push_back(p);
+    files.push_back({p, a.file_name});
   }
   ZLORA_REQUIRE(!files.empty(), "dataset '{}': folder {} holds no files", a.name, p.string());
   for (const auto& f : files) {
-    std::string ext = text::lower(f.extension().string());
+    std::string ext = text::lower(f.path.extension().string());
     ZLORA_REQUIRE(ext == ".json" || ext == ".jsonl",
                   "dataset '{}': {} has type '{}'; allowed file types: json, jsonl (csv, parquet, arrow and txt are "
                   "not supported by zlora)",
-                  a.name, f.string(), ext);
+                  a.name, f.path.string(), text::printable(ext));
   }
   return files;
+}
+
+// The source record of one dataset without its files.
+StoreSource source_of(const DatasetAttr& a) {
+  StoreSource src;
+  src.name = a.name;
+  src.dataset_info = a.entry;
+  return src;
+}
+
+void add_file(StoreSource& src, const DataFile& f, const fs::FileStamp& stamp, std::string sha256) {
+  src.files.push_back(f.name);
+  src.sha256s.push_back(std::move(sha256));
+  src.sizes.push_back(int64_t(stamp.size));
+  src.mtimes_ns.push_back(stamp.mtime_ns);
 }
 
 }  // namespace
@@ -292,15 +316,15 @@ LoadedData load_datasets(const config::DataArgs& args) {
   LoadedData out;
   for (const std::string& name : args.dataset) {
     const DatasetAttr& a = reg.get(name);
-    SourceInfo src;
-    src.name = name;
+    StoreSource src = source_of(a);
     std::vector<json> rows;
     for (const auto& f : data_files(reg.dir_, a, reg.info_path_.string())) {
-      std::string body = fs::read_file(f);
-      std::vector<json> part = parse_json_rows(body, f.string());
-      check_columns(a, part, f.string());
-      src.files.push_back(f.string());
-      src.sha256s.push_back(sha256_hex(body));
+      // Stamped before the read: a file changed after it gets a newer mtime, so a later run re-hashes it.
+      const fs::FileStamp stamp = fs::file_stamp(f.path);
+      std::string body = fs::read_file(f.path);
+      std::vector<json> part = parse_json_rows(body, f.path.string());
+      check_columns(a, part, f.path.string());
+      add_file(src, f, stamp, sha256_hex(body));
       for (auto& r : part) rows.push_back(std::move(r));
     }
     if (args.max_samples && *args.max_samples >= 0 && rows.size() > size_t(*args.max_samples))
@@ -322,6 +346,31 @@ LoadedData load_datasets(const config::DataArgs& args) {
                 "cannot find valid samples in dataset(s) {}: every row was empty or abnormal; check the data format "
                 "(alpaca: instruction/input/output; sharegpt: conversations with alternating turns)",
                 text::join(args.dataset, ", "));
+  return out;
+}
+
+std::vector<StoreSource> describe_sources(const config::DataArgs& args, const StoreMeta* known) {
+  std::vector<StoreSource> out;
+  if (args.dataset.empty()) return out;
+  DatasetRegistry reg = DatasetRegistry::load(args.dataset_dir);
+  for (const std::string& name : args.dataset) {
+    const DatasetAttr& a = reg.get(name);
+    StoreSource src = source_of(a);
+    const StoreSource* old = nullptr;
+    if (known && known->provenance_known())
+      for (const auto& s : known->sources)
+        if (s.name == name) old = &s;
+    for (const auto& f : data_files(reg.dir_, a, reg.info_path_.string())) {
+      const fs::FileStamp stamp = fs::file_stamp(f.path);
+      std::string sha;
+      for (size_t i = 0; old && sha.empty() && i < old->files.size(); ++i)
+        if (old->files[i] == f.name && old->sizes[i] == int64_t(stamp.size) && old->mtimes_ns[i] == stamp.mtime_ns)
+          sha = old->sha256s[i];
+      if (sha.empty()) sha = sha256_file(f.path.string());
+      add_file(src, f, stamp, std::move(sha));
+    }
+    out.push_back(std::move(src));
+  }
   return out;
 }
 

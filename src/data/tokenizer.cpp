@@ -314,6 +314,7 @@ void BpeCache::insert(std::string_view word, const std::vector<int32_t>& ids) {
 struct Tokenizer::Impl {
   std::string origin;
   std::string sha256;
+  std::string config_sha256;                       // "" without a tokenizer_config.json
   std::unordered_map<std::string, int32_t> vocab;  // model vocab + added tokens
   std::vector<std::string> id_to_token;            // "" for holes
   std::vector<bool> is_special;
@@ -573,10 +574,18 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::load(const std::filesystem::path& path) {
-  std::filesystem::path file = path;
+TokenizerFiles tokenizer_files(const std::filesystem::path& path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) file = path / "tokenizer.json";
+  TokenizerFiles f;
+  f.tokenizer_json = std::filesystem::is_directory(path, ec) ? path / "tokenizer.json" : path;
+  f.config_json = f.tokenizer_json.parent_path() / "tokenizer_config.json";
+  return f;
+}
+
+Tokenizer Tokenizer::load(const std::filesystem::path& path) {
+  const TokenizerFiles files = tokenizer_files(path);
+  const std::filesystem::path& file = files.tokenizer_json;
+  std::error_code ec;
   ZLORA_REQUIRE(std::filesystem::exists(file, ec),
                 "tokenizer not found: {} does not exist (--tokenizer takes a model directory holding tokenizer.json, "
                 "or the tokenizer.json file itself)",
@@ -584,9 +593,11 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   // Real tokenizer.json files are 2-35 MB; the caps stop a wrong path (a weights file) being slurped.
   std::string text = fs::read_file(file, size_t(256) << 20);
   std::string config;
-  auto config_path = file.parent_path() / "tokenizer_config.json";
-  if (std::filesystem::exists(config_path, ec)) config = fs::read_file(config_path, size_t(16) << 20);
-  return from_json(text, config, file.string());
+  const bool have_config = std::filesystem::exists(files.config_json, ec);
+  if (have_config) config = fs::read_file(files.config_json, size_t(16) << 20);
+  Tokenizer tok = from_json(text, config, file.string());
+  if (have_config) tok.impl_->config_sha256 = sha256_hex(config);
+  return tok;
 }
 
 Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_text, const std::string& origin) {
@@ -819,6 +830,7 @@ std::optional<std::string> Tokenizer::config_token(const std::string& name) cons
 }
 
 const std::string& Tokenizer::sha256() const { return impl_->sha256; }
+const std::string& Tokenizer::config_sha256() const { return impl_->config_sha256; }
 const std::string& Tokenizer::origin() const { return impl_->origin; }
 
 }  // namespace zlora::data

@@ -217,4 +217,13 @@ ModelConfig load_model_config(const std::filesystem::path& model_dir_or_file) {
   return parse_model_config(fs::read_file(p, size_t(16) << 20), p.string());
 }
 
+std::string cutoff_len_warning(const ModelConfig& config, int64_t cutoff_len, const std::string& origin) {
+  if (cutoff_len <= config.max_position_embeddings) return "";
+  return fmt::format(
+      "cutoff_len {} is longer than the {} positions the model supports (max_position_embeddings in {}): samples "
+      "that long train on positions it never saw, which usually degrades it; lower --cutoff_len to at most {}, "
+      "or use a model with a longer context",
+      cutoff_len, config.max_position_embeddings, origin, config.max_position_embeddings);
+}
+
 }  // namespace zlora::model

@@ -144,6 +144,11 @@ TEST(DataCli, Errors) {
   r = test::run_zlora(prepare_args(dir, "x.h5", 1024));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("already exists; pass --overwrite true"), std::string::npos) << r.output;
+  r = test::run_zlora(prepare_args(dir, "missing/x.h5", 1024));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("the folder of --output " + (dir / "missing/x.h5").string() + " does not exist"),
+            std::string::npos)
+      << r.output;
   r = test::run_zlora("info " + (dir / "hh.json").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("not an HDF5 file"), std::string::npos) << r.output;
