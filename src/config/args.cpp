@@ -157,7 +157,8 @@ Schema<TrainConfig> make_train_schema() {
        "adam_beta2", t, [](R & r) -> auto& { return r.training.adam_beta2; }, "AdamW beta2.")
       .range(0, 0.999999);
   s.add(
-       "adam_epsilon", t, [](R & r) -> auto& { return r.training.adam_epsilon; }, "AdamW epsilon.")
+       "adam_epsilon", t, [](R & r) -> auto& { return r.training.adam_epsilon; },
+       "AdamW epsilon, added to the denominator; must be above 0.")
       .range(0, 1);
   s.add(
        "optim", t, [](R & r) -> auto& { return r.training.optim; },

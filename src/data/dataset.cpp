@@ -48,7 +48,7 @@ std::string describe_mapping(const DatasetAttr& a) {
   std::vector<std::string> parts;
   for (const auto& [k, v] : a.columns) parts.push_back(k + "=" + v);
   for (const auto& [k, v] : a.tags) parts.push_back(k + "=" + v);
-  return a.formatting + " {" + text::join(parts, ", ") + "}";
+  return text::printable(a.formatting + " {" + text::join(parts, ", ") + "}", 400);  // names read from files
 }
 
 // A JSON value as LLaMA-Factory would see it in a text slot: strings as they are, null as "".
@@ -84,7 +84,7 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
   json info = parse_json(text, origin);
   ZLORA_REQUIRE(info.is_object(), "{}: must be a JSON object of dataset names to entries", origin);
   for (auto& [name, e] : info.items()) {
-    std::string where = origin + ": dataset '" + name + "'";
+    std::string where = origin + ": dataset '" + text::printable(name) + "'";
     ZLORA_REQUIRE(e.is_object(), "{}: entry must be an object", where);
     DatasetAttr a;
     a.name = name;
@@ -102,7 +102,8 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
       a.formatting = e["formatting"].get<std::string>();
     }
     ZLORA_REQUIRE(a.formatting == "alpaca" || a.formatting == "sharegpt",
-                  "{}: formatting '{}' is not supported (supported: alpaca, sharegpt)", where, a.formatting);
+                  "{}: formatting '{}' is not supported (supported: alpaca, sharegpt)", where,
+                  text::printable(a.formatting));
     if (e.contains("ranking") && !e["ranking"].is_null()) {
       ZLORA_REQUIRE(e["ranking"].is_boolean(), "{}: \"ranking\" must be true or false", where);
       ZLORA_REQUIRE(!e["ranking"].get<bool>(), "{}: ranking datasets are for preference training, not SFT", where);
@@ -117,9 +118,9 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
       ZLORA_REQUIRE(e["columns"].is_object(), "{}: \"columns\" must be an object", where);
       for (auto& [k, v] : e["columns"].items()) {
         ZLORA_REQUIRE(std::find(allowed.begin(), allowed.end(), k) != allowed.end(),
-                      "{}: column role '{}' is not supported for {} (supported: {})", where, k, a.formatting,
-                      text::join(allowed, ", "));
-        ZLORA_REQUIRE(v.is_string() || v.is_null(), "{}: columns.{} must be a column name", where, k);
+                      "{}: column role '{}' is not supported for {} (supported: {})", where, text::printable(k),
+                      a.formatting, text::join(allowed, ", "));
+        ZLORA_REQUIRE(v.is_string() || v.is_null(), "{}: columns.{} must be a column name", where, text::printable(k));
         if (v.is_null())
           a.columns.erase(k);
         else
@@ -134,8 +135,8 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
         ZLORA_REQUIRE(kSharegptTags.count(k),
                       "{}: tag '{}' is not supported (supported: role_tag, content_tag, "
                       "user_tag, assistant_tag, observation_tag, function_tag, system_tag)",
-                      where, k);
-        ZLORA_REQUIRE(v.is_string(), "{}: tags.{} must be a string", where, k);
+                      where, text::printable(k));
+        ZLORA_REQUIRE(v.is_string(), "{}: tags.{} must be a string", where, text::printable(k));
         a.tags[k] = v.get<std::string>();
       }
     }
@@ -157,8 +158,8 @@ const DatasetAttr& DatasetRegistry::get(const std::string& name) const {
     fail(
         "undefined dataset '{}' in {}{} (defined: {}). Add an entry {{\"{}\": {{\"file_name\": \"<file>.json\"}}}} "
         "there, or pass --dataset_dir pointing at the folder whose dataset_info.json defines it",
-        name, info_path_.string(), text::did_you_mean(name, defined),
-        defined.empty() ? "none" : text::join(defined, ", "), name);
+        text::printable(name), info_path_.string(), text::printable(text::did_you_mean(name, defined)),
+        defined.empty() ? "none" : text::printable(text::join(defined, ", "), 400), text::printable(name));
   }
   return it->second;
 }
@@ -186,13 +187,13 @@ bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const
       auto c = col(key);
       const json* v = c.empty() ? nullptr : field(row, c);
       if (v) {
-        std::string s = as_text(*v, where, "column '" + c + "'");
+        std::string s = as_text(*v, where, "column '" + text::printable(c) + "'");
         if (!s.empty()) query.push_back(s);
       }
     }
     out.messages.push_back({Role::User, text::join(query, "\n")});
     if (auto s = col("system"); !s.empty())
-      if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + s + "'");
+      if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + text::printable(s) + "'");
     const json* r = field(row, col("response"));
     if (!r || !r->is_string()) return false;  // no response: LLaMA-Factory drops the row
     out.messages.push_back({Role::Assistant, r->get<std::string>()});
@@ -201,7 +202,7 @@ bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const
   // sharegpt
   const json* msgs = field(row, col("messages"));
   ZLORA_REQUIRE(msgs && msgs->is_array(), "{}: column '{}' must be a list of messages (mapping in use: {})", where,
-                col("messages"), describe_mapping(a));
+                text::printable(col("messages")), describe_mapping(a));
   const auto& t = a.tags;
   const std::string& role_tag = t.at("role_tag");
   const std::string& content_tag = t.at("content_tag");
@@ -209,14 +210,14 @@ bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const
   auto role_of = [&](const json& m, size_t k) -> std::string {
     ZLORA_REQUIRE(m.is_object() && m.contains(role_tag) && m.contains(content_tag),
                   "{}: message {} has no '{}'/'{}' keys (mapping in use: {}); set \"tags\" in dataset_info.json", where,
-                  k, role_tag, content_tag, describe_mapping(a));
+                  k, text::printable(role_tag), text::printable(content_tag), describe_mapping(a));
     return m[role_tag].is_string() ? m[role_tag].get<std::string>() : "";
   };
   if (!msgs->empty() && role_of((*msgs)[0], 0) == t.at("system_tag")) {
     out.system = as_text((*msgs)[0][content_tag], where, "system message");
     start = 1;
   } else if (auto s = col("system"); !s.empty()) {
-    if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + s + "'");
+    if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + text::printable(s) + "'");
   }
   for (size_t k = start; k < msgs->size(); ++k) {
     std::string role = role_of((*msgs)[k], k);
@@ -304,7 +305,8 @@ void check_columns(const DatasetAttr& a, const std::vector<json>& rows, const st
       fail(
           "dataset '{}': column '{}' ({}) is missing from {} (its rows have: {}; mapping in use: {}). Set "
           "\"columns\": {{\"{}\": \"<column>\"}} in dataset_info.json",
-          a.name, column, key, file, seen.empty() ? "nothing" : text::join(seen, ", "), describe_mapping(a), key);
+          text::printable(a.name), text::printable(column), key, file,
+          seen.empty() ? "nothing" : text::printable(text::join(seen, ", "), 400), describe_mapping(a), key);
     }
   }
 }

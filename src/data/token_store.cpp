@@ -381,7 +381,7 @@ TokenStore::TokenStore(const std::filesystem::path& path) : path_(path), h_(std:
         meta_.sources.push_back(std::move(src));
       }
     } catch (const nlohmann::json::exception& e) {
-      fail("{} is not valid ({})", origin, e.what());
+      fail("{} is not valid ({})", origin, text::printable(e.what(), 240));
     }
   }
   ZLORA_REQUIRE(meta_.vocab_size > 0 && meta_.vocab_size < (int64_t(1) << 31), "{}: vocab_size {} is invalid",
@@ -447,11 +447,11 @@ void TokenStore::require_compatible(const std::string& tokenizer_sha256, const s
       tokenizer_sha256 == meta_.tokenizer_sha256,
       "{} was built with another tokenizer (tokenizer.json sha256 {}) than this model's ({}); rebuild it with "
       "`zlora prepare` or set overwrite_cache: true",
-      path_.string(), meta_.tokenizer_sha256, tokenizer_sha256);
+      path_.string(), text::printable(meta_.tokenizer_sha256), tokenizer_sha256);
   ZLORA_REQUIRE(template_name == meta_.template_name,
                 "{} was built with template '{}' but this run uses '{}'; rebuild it with `zlora prepare` or set "
                 "overwrite_cache: true",
-                path_.string(), meta_.template_name, template_name);
+                path_.string(), text::printable(meta_.template_name), template_name);
 }
 
 }  // namespace zlora::data

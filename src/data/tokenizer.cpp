@@ -155,7 +155,7 @@ class Regex {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof msg);
       fail("{}: pre_tokenizer regex does not compile at offset {}: {} (pattern: {})", origin, at,
-           reinterpret_cast<const char*>(msg), pattern);
+           reinterpret_cast<const char*>(msg), text::printable(pattern, 400));
     }
     // JIT is an optimisation only: PCRE2 falls back to its interpreter where JIT is unavailable.
     pcre2_jit_compile(code_.get(), PCRE2_JIT_COMPLETE);
@@ -555,7 +555,8 @@ std::string type_of(const json& j) {
 // larger one, or hit undefined behaviour on a float such as 1e300.)
 int32_t token_id(const json& v, const std::string& origin, const std::string& what) {
   ZLORA_REQUIRE(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX,
-                "{}: {} must be a token id (an integer in [0, 2^31)), got {}", origin, what, v.dump());
+                "{}: {} must be a token id (an integer in [0, 2^31)), got {}", origin, what,
+                text::printable(v.dump(-1, ' ', false, json::error_handler_t::replace)));
   return int32_t(v.get<int64_t>());
 }
 
@@ -613,7 +614,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
     std::string mtype = type_of(m);
     if (mtype.empty() && m.contains("merges")) mtype = "BPE";  // HF infers BPE from the merges key
     ZLORA_REQUIRE(mtype == "BPE", "{}: model type '{}' is not supported; zlora reads byte-level BPE tokenizers (BPE)",
-                  origin, mtype);
+                  origin, text::printable(mtype));
     ZLORA_REQUIRE(!flag(m, "byte_fallback", false), "{}: BPE byte_fallback (SentencePiece-style) is not supported",
                   origin);
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
@@ -625,7 +626,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
     ZLORA_REQUIRE(m.contains("vocab") && m["vocab"].is_object(), "{}: model.vocab is missing", origin);
     int32_t max_id = -1;
     for (auto& [tok, id] : m["vocab"].items()) {
-      int32_t i = token_id(id, origin, "model.vocab['" + tok + "']");
+      int32_t i = token_id(id, origin, "model.vocab['" + text::printable(tok) + "']");
       impl->vocab[tok] = i;
       max_id = std::max(max_id, i);
     }
@@ -681,7 +682,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
         const std::string& s = mg.get_ref<const std::string&>();
         auto sp = s.find(' ');
         ZLORA_REQUIRE(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos,
-                      "{}: merge #{} '{}' is not two tokens separated by one space", origin, rank, s);
+                      "{}: merge #{} '{}' is not two tokens separated by one space", origin, rank, text::printable(s));
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
       } else {
@@ -691,7 +692,8 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
       }
       auto ia = impl->vocab.find(a), ib = impl->vocab.find(b), im = impl->vocab.find(a + b);
       ZLORA_REQUIRE(ia != impl->vocab.end() && ib != impl->vocab.end() && im != impl->vocab.end(),
-                    "{}: merge #{} ('{}' + '{}') names a token missing from the vocabulary", origin, rank, a, b);
+                    "{}: merge #{} ('{}' + '{}') names a token missing from the vocabulary", origin, rank,
+                    text::printable(a), text::printable(b));
       impl->merges.insert(Impl::pair_key(ia->second, ib->second), rank, im->second);
       ++rank;
     }
@@ -704,7 +706,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
       norms.push_back(norm);
     for (const json& n : norms) {
       ZLORA_REQUIRE(type_of(n) == "NFC", "{}: normalizer '{}' is not supported (supported: NFC, or none)", origin,
-                    type_of(n));
+                    text::printable(type_of(n)));
       impl->nfc = true;
     }
     // -- pre-tokenizer: [Split(Regex, Isolated)...] then ByteLevel
@@ -724,7 +726,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
                       "{}: Split pre_tokenizer with a String pattern is not supported (supported: Regex)", origin);
         std::string behavior = p.value("behavior", std::string("Isolated"));
         ZLORA_REQUIRE(behavior == "Isolated", "{}: Split behavior '{}' is not supported (supported: Isolated)", origin,
-                      behavior);
+                      text::printable(behavior));
         ZLORA_REQUIRE(!flag(p, "invert", false), "{}: Split with invert=true is not supported", origin);
         impl->splits.emplace_back(p["pattern"]["Regex"].get<std::string>(), origin);
       } else if (t == "ByteLevel") {
@@ -734,7 +736,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
         byte_level = true;
       } else {
         fail("{}: pre_tokenizer '{}' is not supported (supported: Sequence of Split(Regex, Isolated) and ByteLevel)",
-             origin, t);
+             origin, text::printable(t));
       }
     }
     ZLORA_REQUIRE(byte_level, "{}: the pre_tokenizer has no ByteLevel step; zlora reads byte-level BPE tokenizers only",
@@ -742,7 +744,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
     // -- decoder
     const json& dec = j.contains("decoder") ? j["decoder"] : json();
     ZLORA_REQUIRE(type_of(dec) == "ByteLevel", "{}: decoder '{}' is not supported (supported: ByteLevel)", origin,
-                  dec.is_null() ? "null" : type_of(dec));
+                  dec.is_null() ? "null" : text::printable(type_of(dec)));
   } catch (const json::exception& e) {
     fail("{}: unexpected tokenizer.json structure: {}", origin, e.what());
   }
