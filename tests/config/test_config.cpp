@@ -1,5 +1,5 @@
 // Config loading: YAML + flags + DeepSpeed JSON, LLaMA-Factory forms, and error messages.
-#include "test_util.h"
+#include "test_data_util.h"
 #include "zlora/config/load.h"
 #include "zlora/core/error.h"
 
@@ -224,6 +224,7 @@ TEST(Config, ErrorsQuoteFileContentsPrintably) {
 }
 
 TEST(Config, SeedDeepSpeedFilesLoad) {
+  ZLORA_SKIP_WITHOUT_SHARED("seed/ds_config_zero1.json", "this test loads the seed's own DeepSpeed files");
   auto seed = zlora::test::shared_dir() / "seed";
   auto z1 = load_train_config(with_base({"--deepspeed", (seed / "ds_config_zero1.json").string(),
                                          "--gradient_accumulation_steps", "4", "--learning_rate", "5e-5"}));
@@ -250,15 +251,16 @@ TEST(Config, SeedDeepSpeedFilesLoad) {
 }
 
 TEST(Config, DeepSpeedConflictWithFlagIsAnError) {
-  auto seed = zlora::test::shared_dir() / "seed";
+  TempDir dir;
+  write_file(dir / "ds.json", R"({"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 4})");
   std::string msg = error_of([&] {
-    load_train_config(
-        with_base({"--deepspeed", (seed / "ds_config_zero2.json").string(), "--gradient_accumulation_steps", "8"}));
+    load_train_config(with_base({"--deepspeed", (dir / "ds.json").string(), "--gradient_accumulation_steps", "8"}));
   });
   EXPECT_NE(msg.find("gradient_accumulation_steps"), std::string::npos) << msg;
   EXPECT_NE(msg.find("make them agree"), std::string::npos) << msg;
   msg = error_of([&] {
-    load_train_config(with_base({"--deepspeed", (seed / "ds_config_zero1.json").string(), "--zero_stage", "2"}));
+    load_train_config(with_base(
+        {"--deepspeed", (zlora::test::source_dir() / "configs/deepspeed/ds_z1.json").string(), "--zero_stage", "2"}));
   });
   EXPECT_NE(msg.find("zero_optimization.stage"), std::string::npos) << msg;
 }
@@ -278,6 +280,7 @@ TEST(Config, MalformedDeepSpeedJsonNamesLineAndColumn) {
 }
 
 TEST(Config, SeedCommandLinesParseUnchanged) {
+  ZLORA_SKIP_WITHOUT_SHARED("seed/train_commands.sh", "this test parses the seed's own launch lines");
   auto lines = seed_command_lines();
   ASSERT_EQ(lines.size(), 2u);
   auto z1 = load_train_config(lines[0]);
@@ -307,6 +310,11 @@ TEST(Config, PrintConfigRendersOrigins) {
 }
 
 TEST(Config, ExportConfigSeedYaml) {
+  std::string msg = error_of([&] {
+    load_export_config({"--model_name_or_path", "m", "--export_dir", "o", "--export_legacy_format", "true"});
+  });
+  EXPECT_NE(msg.find("pickle"), std::string::npos) << msg;
+  ZLORA_SKIP_WITHOUT_SHARED("seed/llama3_lora_sft_qwen.yaml", "the rest of this test loads the seed's own export YAML");
   auto r = load_export_config({(zlora::test::shared_dir() / "seed" / "llama3_lora_sft_qwen.yaml").string()});
   EXPECT_EQ(r.cfg.export_dir, "output/llama3_lora_sft_qwen");
   EXPECT_EQ(r.cfg.export_size, 5);
@@ -315,10 +323,6 @@ TEST(Config, ExportConfigSeedYaml) {
   bool noted = false;
   for (const auto& w : r.warnings) noted |= w.find("never runs code") != std::string::npos;
   EXPECT_TRUE(noted);
-  std::string msg = error_of([&] {
-    load_export_config({"--model_name_or_path", "m", "--export_dir", "o", "--export_legacy_format", "true"});
-  });
-  EXPECT_NE(msg.find("pickle"), std::string::npos) << msg;
 }
 
 TEST(Config, ShippedConfigsLoad) {
