@@ -186,7 +186,7 @@ OutputDirLock OutputDirLock::acquire(const stdfs::path& output_dir) {
       fail("output_dir '{}' is locked by '{}', which is not a zlora lock file ({}); if no run uses this output_dir, "
            "remove that file",
            output_dir.string(), lock.string(),
-           json(held.substr(0, 120)).dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace));
+           text::printable(held));
     const std::optional<std::string> dead = lock_holder_dead(*holder, me);
     if (!dead)
       fail(

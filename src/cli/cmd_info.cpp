@@ -67,15 +67,41 @@ int run_info(const Args& args, Session&) {
     return kExitOk;
   }
   const data::StoreMeta& m = store.meta();
-  std::string out = fmt::format(
-      "{}\n  format_version: {}\n  zlora_version: {}\n  tokenizer_sha256: {}\n  vocab_size: {}\n  template: {}\n"
-      "  cutoff_len: {}\n  train_on_prompt: {}\n  mask_history: {}\n  samples: {} ({} dropped at prepare)\n"
-      "  tokens: {} ({} trained)\n  sources:\n",
-      store.path().string(), m.format_version, m.zlora_version, m.tokenizer_sha256, m.vocab_size, m.template_name,
-      m.cutoff_len, m.train_on_prompt, m.mask_history, m.num_samples, m.num_dropped, m.num_tokens, m.num_label_tokens);
+  // Strings recorded from files (names, the default system prompt, dataset_info entries) are escaped.
+  auto p = [](const std::string& s) { return text::printable(s, 4096); };
+  std::string out = fmt::format("{}\n  format_version: {}\n  zlora_version: {}\n", store.path().string(),
+                                m.format_version, p(m.zlora_version));
+  if (m.provenance_known())
+    out += fmt::format("  made_by: {}\n", p(m.made_by));
+  else
+    out +=
+        "  provenance: unknown (a format-1 store records no default_system, max_samples, tokenizer config, "
+        "dataset entries or file sizes)\n";
+  out += fmt::format("  tokenizer_sha256: {}\n", p(m.tokenizer_sha256));
+  if (m.provenance_known())
+    out += fmt::format("  tokenizer_config_sha256: {}\n",
+                       m.tokenizer_config_sha256.empty() ? std::string("none") : p(m.tokenizer_config_sha256));
+  out += fmt::format("  vocab_size: {}\n  template: {}\n", m.vocab_size, p(m.template_name));
+  if (m.provenance_known())
+    out += fmt::format("  default_system: {}\n", m.default_system ? "\"" + p(*m.default_system) + "\"" : "unset");
+  out += fmt::format("  cutoff_len: {}\n", m.cutoff_len);
+  if (m.provenance_known())
+    out += fmt::format("  max_samples: {}\n", m.max_samples ? std::to_string(*m.max_samples) : "unset");
+  out += fmt::format(
+      "  train_on_prompt: {}\n  mask_history: {}\n  samples: {} ({} dropped at prepare)\n  tokens: {} ({} "
+      "trained)\n",
+      m.train_on_prompt, m.mask_history, m.num_samples, m.num_dropped, m.num_tokens, m.num_label_tokens);
+  if (m.provenance_known()) out += fmt::format("  dataset_dir: {}\n", p(m.dataset_dir));
+  out += "  sources:\n";
   for (const auto& s : m.sources) {
-    out += fmt::format("    {}: {} rows ({} abnormal)\n", s.name, s.rows, s.invalid);
-    for (size_t i = 0; i < s.files.size(); ++i) out += fmt::format("      {}  sha256 {}\n", s.files[i], s.sha256s[i]);
+    out += fmt::format("    {}: {} rows ({} abnormal)\n", p(s.name), s.rows, s.invalid);
+    if (m.provenance_known()) out += fmt::format("      dataset_info.json entry: {}\n", p(s.dataset_info));
+    for (size_t i = 0; i < s.files.size(); ++i) {
+      if (m.provenance_known())
+        out += fmt::format("      {}  {} bytes  sha256 {}\n", p(s.files[i]), s.sizes[i], p(s.sha256s[i]));
+      else
+        out += fmt::format("      {}  sha256 {}\n", p(s.files[i]), p(s.sha256s[i]));
+    }
   }
   out += data::length_histogram(store.lengths(), "sample tokens");
   std::fputs(out.c_str(), stdout);

@@ -4,9 +4,11 @@
 #include "zlora/core/log.h"
 #include "zlora/data/dataset.h"
 #include "zlora/data/prepare.h"
+#include "zlora/data/provenance.h"
 #include "zlora/data/template.h"
 #include "zlora/data/token_store.h"
 #include "zlora/data/tokenizer.h"
+#include "zlora/model/config.h"
 
 #include <algorithm>
 #include <chrono>
@@ -40,6 +42,23 @@ std::vector<T> gather(const std::vector<T>& mine, MPI_Datatype type, MPI_Comm co
   return all;
 }
 
+// A model directory given as --tokenizer usually holds the model's config.json: samples longer than its
+// max_position_embeddings are positions the model never saw. A config.json zlora cannot read is only a
+// note here (the tokenizer is all `zlora prepare` needs); training reads it for real.
+void warn_cutoff_beyond_positions(const config::PrepareConfig& cfg) {
+  const std::filesystem::path config_json =
+      data::tokenizer_files(cfg.tokenizer).tokenizer_json.parent_path() / "config.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(config_json, ec)) return;
+  try {
+    const std::string warning =
+        model::cutoff_len_warning(model::load_model_config(config_json), cfg.data.cutoff_len, config_json.string());
+    if (!warning.empty()) log::warn("{}", warning);
+  } catch (const Error& e) {
+    log::warn("cannot check cutoff_len against the model's positions: {}", e.what());
+  }
+}
+
 }  // namespace
 
 int run_prepare(const Args& args, Session& session) {
@@ -52,15 +71,19 @@ int run_prepare(const Args& args, Session& session) {
   }
   auto r = config::load_prepare_config(args);
   for (const auto& w : r.warnings) log::warn("{}", w);
-  return prepare_store(r.cfg, session);
+  return prepare_store(r.cfg, session, data::kMadeByPrepare);
 }
 
-int prepare_store(const config::PrepareConfig& cfg, Session& session) {
+int prepare_store(const config::PrepareConfig& cfg, Session& session, const char* made_by) {
   ZLORA_REQUIRE(cfg.data.template_name.has_value(),
                 "no template: `zlora prepare` needs --template (qwen, llama3, chatml, default, alpaca, empty)");
   std::error_code ec;
   ZLORA_REQUIRE(cfg.overwrite || !std::filesystem::exists(cfg.output, ec),
                 "{} already exists; pass --overwrite true to replace it", cfg.output);
+  const std::filesystem::path parent = std::filesystem::path(cfg.output).parent_path();
+  ZLORA_REQUIRE(parent.empty() || std::filesystem::is_directory(parent, ec),
+                "the folder of --output {} does not exist; create it first (zlora prepare does not create folders)",
+                cfg.output);
   // Everything a rank could get wrong about its inputs is checked before MPI starts, on every rank alike.
   auto t0 = std::chrono::steady_clock::now();
   data::Tokenizer tok = data::Tokenizer::load(cfg.tokenizer);
@@ -69,6 +92,7 @@ int prepare_store(const config::PrepareConfig& cfg, Session& session) {
 
   dist::MpiRuntime& mpi = session.start_mpi();
   const int rank = mpi.rank(), size = mpi.size();
+  if (rank == 0) warn_cutoff_beyond_positions(cfg);
   const size_t n = loaded.rows.size();
   const size_t begin = n * size_t(rank) / size_t(size), end = n * size_t(rank + 1) / size_t(size);
   data::SampleOptions opt;
@@ -92,18 +116,15 @@ int prepare_store(const config::PrepareConfig& cfg, Session& session) {
   if (rank == 0) {
     std::vector<int64_t> offsets{0};
     for (int64_t l : lengths) offsets.push_back(offsets.back() + l);
-    data::StoreMeta meta;
-    meta.zlora_version = ZLORA_VERSION;
+    // The provenance a later run compares with (data/provenance.h): the options as describe_options
+    // records them, the hashes of the tokenizer files actually read, the datasets as loaded.
+    data::StoreMeta meta = data::describe_options(cfg.data);
     meta.tokenizer_sha256 = tok.sha256();
+    meta.tokenizer_config_sha256 = tok.config_sha256();
     meta.vocab_size = int64_t(tok.vocab_size());
-    meta.template_name = *cfg.data.template_name;
-    meta.cutoff_len = cfg.data.cutoff_len;
-    meta.train_on_prompt = cfg.data.train_on_prompt;
-    meta.mask_history = cfg.data.mask_history;
-    for (const auto& s : loaded.sources) {
-      meta.sources.push_back({s.name, s.files, s.sha256s, s.rows, s.invalid});
-      meta.num_dropped += s.invalid;
-    }
+    meta.made_by = made_by;
+    meta.sources = loaded.sources;
+    for (const auto& s : loaded.sources) meta.num_dropped += s.invalid;
     data::write_token_store(cfg.output, ids, labels, offsets, meta);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int64_t label_tokens =

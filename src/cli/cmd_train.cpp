@@ -1,3 +1,5 @@
+#include "train_store.h"
+
 #include "zlora/ckpt/output_lock.h"
 #include "zlora/cli/commands.h"
 #include "zlora/config/load.h"
@@ -6,7 +8,6 @@
 #include "zlora/train/sft.h"
 
 #include <cstdio>
-#include <filesystem>
 #include <optional>
 
 namespace zlora::cli {
@@ -30,31 +31,12 @@ int run_train(const Args& args, Session& session) {
     return kExitOk;
   }
 
-  // One run owns output_dir, from before anything is written there (the token store below may be) to
-  // this function's end, whatever the way out (ckpt/output_lock.h).
+  // One run owns output_dir, from before anything is written there (the token store below may be
+  // rebuilt in it) to this function's end, whatever the way out (ckpt/output_lock.h).
   dist::MpiRuntime& mpi = session.start_mpi();
   const std::optional<ckpt::OutputDirLock> lock = ckpt::lock_output_dir(r.cfg.training.output_dir, mpi.world());
   if (lock && !lock->took_over().empty()) log::warn("{}", lock->took_over());
-
-  // The token store: --tokenized_path, or one inside output_dir. Missing (or overwrite_cache): prepared
-  // here from --dataset first, by all ranks in parallel, as LLaMA-Factory tokenizes before training.
-  auto& data = r.cfg.data;
-  if (!data.tokenized_path) {
-    data.tokenized_path = (std::filesystem::path(r.cfg.training.output_dir) / "tokenized.h5").string();
-    r.origins["tokenized_path"] = config::Origin{"default: <output_dir>/tokenized.h5"};
-  }
-  const bool have_store = std::filesystem::exists(*data.tokenized_path);
-  if (!have_store || data.overwrite_cache) {
-    if (data.dataset.empty())
-      fail("tokenized_path {} does not exist and no --dataset is given to prepare it from", *data.tokenized_path);
-    config::PrepareConfig prep;
-    prep.data = data;
-    prep.tokenizer = r.cfg.model.model_name_or_path;
-    prep.output = *data.tokenized_path;
-    prep.overwrite = true;
-    std::filesystem::create_directories(std::filesystem::path(prep.output).parent_path());
-    prepare_store(prep, session);
-  }
+  ensure_train_store(r, session);
   return train::run_sft(r, mpi);
 }
 

@@ -63,7 +63,8 @@ void add_data_fields(Schema<Root>& s, Get data) {
       "Train on the last turn only (the others are masked from the loss).");
   s.add(
       "overwrite_cache", g, [data](Root & r) -> auto& { return data(r).overwrite_cache; },
-      "Rebuild the HDF5 token store even when one exists.");
+      "Rebuild the HDF5 token store even when one exists (`zlora train`: also one made from other data settings, "
+      "which is otherwise refused unless zlora train made it at its default path; docs/data-format.md).");
   s.add(
        "preprocessing_num_workers", g, [data](Root & r) -> auto& { return data(r).preprocessing_num_workers; },
        "Accepted for compatibility; zlora tokenizes with all MPI ranks instead.")
@@ -83,7 +84,9 @@ Schema<TrainConfig> make_train_schema() {
   s.add(
       "tokenized_path", "data", [](R & r) -> auto& { return r.data.tokenized_path; },
       "HDF5 token store made by `zlora prepare`. If it does not exist and `dataset` is set, it is prepared "
-      "there first (default: <output_dir>/tokenized.h5).");
+      "there first (default: <output_dir>/tokenized.h5). An existing store made from other data settings than "
+      "the run's is refused naming what differs, or rebuilt (docs/data-format.md, \"Which store a run trains "
+      "on\").");
 
   const char* m = "method";
   s.add(
@@ -154,7 +157,8 @@ Schema<TrainConfig> make_train_schema() {
        "adam_beta2", t, [](R & r) -> auto& { return r.training.adam_beta2; }, "AdamW beta2.")
       .range(0, 0.999999);
   s.add(
-       "adam_epsilon", t, [](R & r) -> auto& { return r.training.adam_epsilon; }, "AdamW epsilon.")
+       "adam_epsilon", t, [](R & r) -> auto& { return r.training.adam_epsilon; },
+       "AdamW epsilon, added to the denominator; must be above 0.")
       .range(0, 1);
   s.add(
        "optim", t, [](R & r) -> auto& { return r.training.optim; },

@@ -21,13 +21,16 @@ namespace {
 
 using json = nlohmann::json;
 
+// A JSON value quoted in an error: escaped and bounded (the file is untrusted).
+std::string shown(const json& v) { return text::printable(v.dump(-1, ' ', false, json::error_handler_t::replace)); }
+
 struct DsContext {
   Resolved<TrainConfig>& r;
   std::string path;
   std::set<std::string> warned;
 
   void warn(const std::string& key, const std::string& what) {
-    if (warned.insert(key).second) r.warnings.push_back(fmt::format("{}: '{}' {}", path, key, what));
+    if (warned.insert(key).second) r.warnings.push_back(fmt::format("{}: '{}' {}", path, text::printable(key), what));
   }
 
   static bool is_auto(const json& v) { return v.is_string() && v.get<std::string>() == "auto"; }
@@ -42,7 +45,7 @@ struct DsContext {
   void map(const std::string& ds_key, const json& v, const std::string& key) {
     if (is_auto(v)) return;
     if (!v.is_primitive() || v.is_null())
-      fail("{}: '{}' must be a number, boolean, string or \"auto\", got {}", path, ds_key, v.dump());
+      fail("{}: '{}' must be a number, boolean, string or \"auto\", got {}", path, ds_key, shown(v));
     set(ds_key, scalar(v), key);
   }
 
@@ -55,7 +58,7 @@ struct DsContext {
       f->apply(probe, value, origin);
       if (f->get(probe) != f->get(r.cfg))
         fail("{} sets {} = {}, but {} was set to {} ({}); make them agree or write \"auto\" in the JSON", path, ds_key,
-             value, key, f->get(r.cfg), it->second.where);
+             text::printable(value), key, text::printable(f->get(r.cfg)), it->second.where);
       return;
     }
     f->apply(r.cfg, value, origin);
@@ -75,14 +78,14 @@ json parse_json(const std::string& body, const std::string& path) {
       else
         ++col;
     }
-    fail("DeepSpeed config {}:{}:{}: malformed JSON ({})", path, line, col, e.what());
+    fail("DeepSpeed config {}:{}:{}: malformed JSON ({})", path, line, col, text::printable(e.what(), 240));
   } catch (const json::exception& e) {  // e.g. a number beyond double's range (found by fuzzing)
-    fail("DeepSpeed config {}: invalid JSON ({})", path, e.what());
+    fail("DeepSpeed config {}: invalid JSON ({})", path, text::printable(e.what(), 240));
   }
 }
 
 void expect_object(const json& v, const std::string& path, const std::string& key) {
-  if (!v.is_object()) fail("{}: '{}' must be a JSON object, got {}", path, key, v.dump());
+  if (!v.is_object()) fail("{}: '{}' must be a JSON object, got {}", path, key, shown(v));
 }
 
 // obj[key] as a string, `fallback` when absent; anything but a string is an error naming the key.
@@ -90,7 +93,7 @@ std::string string_field(const json& obj, const char* key, const std::string& fa
                          const std::string& where) {
   auto it = obj.find(key);
   if (it == obj.end()) return fallback;
-  if (!it->is_string()) fail("{}: '{}.{}' must be a string, got {}", path, where, key, it->dump());
+  if (!it->is_string()) fail("{}: '{}.{}' must be a string, got {}", path, where, key, shown(*it));
   return it->get<std::string>();
 }
 
@@ -132,7 +135,8 @@ void map_optimizer(DsContext& ds, const json& opt) {
   std::string type = string_field(opt, "type", "AdamW", ds.path, "optimizer");
   std::string t = text::lower(type);
   if (t != "adamw" && t != "adam")
-    fail("{}: optimizer type '{}' is not supported; zlora trains LoRA with AdamW (type \"AdamW\")", ds.path, type);
+    fail("{}: optimizer type '{}' is not supported; zlora trains LoRA with AdamW (type \"AdamW\")", ds.path,
+         text::printable(type));
   if (!opt.contains("params")) return;
   const json& p = opt["params"];
   expect_object(p, ds.path, "optimizer.params");
@@ -146,7 +150,7 @@ void map_optimizer(DsContext& ds, const json& opt) {
     else if (k == "betas") {
       if (DsContext::is_auto(v)) continue;
       if (!v.is_array() || v.size() != 2)
-        fail("{}: 'optimizer.params.betas' must be [beta1, beta2] or \"auto\", got {}", ds.path, v.dump());
+        fail("{}: 'optimizer.params.betas' must be [beta1, beta2] or \"auto\", got {}", ds.path, shown(v));
       ds.map("optimizer.params.betas[0]", v[0], "adam_beta1");
       ds.map("optimizer.params.betas[1]", v[1], "adam_beta2");
     } else if (k == "adam_w_mode" || k == "torch_adam") {
@@ -171,7 +175,7 @@ void map_scheduler(DsContext& ds, const json& sched) {
     fail(
         "{}: scheduler type '{}' is not supported; use WarmupLR or WarmupDecayLR, or drop the block to use "
         "lr_scheduler_type",
-        ds.path, type);
+        ds.path, text::printable(type));
   // Under HF Trainer the DeepSpeed scheduler replaces --lr_scheduler_type; say so when they differ.
   auto it = ds.r.origins.find("lr_scheduler_type");
   if (it != ds.r.origins.end() && ds.r.cfg.training.lr_scheduler_type != mapped)
@@ -196,7 +200,7 @@ void map_scheduler(DsContext& ds, const json& sched) {
         fail(
             "{}: scheduler.params.warmup_min_lr {} is not supported (zlora warms up from 0); set it to 0 or "
             "\"auto\"",
-            ds.path, v.dump());
+            ds.path, shown(v));
     } else if (k == "total_num_steps") {
       if (!DsContext::is_auto(v)) ds.map("scheduler.params.total_num_steps", v, "max_steps");
     } else {

@@ -41,19 +41,22 @@ void check_range(const std::string& name, double v, const std::optional<double>&
 bool parse_bool_value(const std::string& name, const std::string& raw, const Origin& origin) {
   bool v;
   if (!text::parse_bool(raw, v))
-    fail("option '{}' ({}) expects a boolean (true/false, True/False, yes/no, 1/0), got '{}'", name, origin.where, raw);
+    fail("option '{}' ({}) expects a boolean (true/false, True/False, yes/no, 1/0), got '{}'", name, origin.where,
+         text::printable(raw));
   return v;
 }
 
 long long parse_int_value(const std::string& name, const std::string& raw, const Origin& origin) {
   long long v;
-  if (!text::parse_int64(raw, v)) fail("option '{}' ({}) expects an integer, got '{}'", name, origin.where, raw);
+  if (!text::parse_int64(raw, v))
+    fail("option '{}' ({}) expects an integer, got '{}'", name, origin.where, text::printable(raw));
   return v;
 }
 
 double parse_float_value(const std::string& name, const std::string& raw, const Origin& origin) {
   double v;
-  if (!text::parse_double(raw, v)) fail("option '{}' ({}) expects a number, got '{}'", name, origin.where, raw);
+  if (!text::parse_double(raw, v))
+    fail("option '{}' ({}) expects a number, got '{}'", name, origin.where, text::printable(raw));
   return v;
 }
 
@@ -62,7 +65,7 @@ void check_choice(const std::string& name, const std::string& value, const std::
   if (choices.empty()) return;
   for (const auto& c : choices)
     if (c == value) return;
-  fail("option '{}' ({}) has value '{}'{}; valid values: {}", name, origin.where, value,
+  fail("option '{}' ({}) has value '{}'{}; valid values: {}", name, origin.where, text::printable(value),
        text::did_you_mean(value, choices), text::join(choices, ", "));
 }
 

@@ -5,6 +5,7 @@
 #include "zlora/core/fs.h"
 #include "zlora/core/text.h"
 
+#include <yaml-cpp/depthguard.h>  // YAML::DeepRecursion
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -15,6 +16,28 @@ namespace {
 
 std::string where(const std::string& path, const YAML::Mark& m) {
   return fmt::format("{}:{}:{}", path, m.line + 1, m.column + 1);
+}
+
+// The top-level option whose value holds line `line` (0-based) of a config file: the last line at or
+// before it that starts in column 1 with `key:`. "" when there is none. For messages about values
+// yaml-cpp could not parse (so that no node names the key).
+std::string option_at_line(const std::string& text, int line) {
+  std::string found;
+  size_t begin = 0;
+  for (int l = 0; begin <= text.size() && l <= line; ++l) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view s(text.data() + begin, end - begin);
+    const size_t colon = s.find(':');
+    if (!s.empty() && s[0] != ' ' && s[0] != '\t' && s[0] != '#' && s[0] != '-' && s[0] != '[' && s[0] != '{' &&
+        colon != std::string_view::npos) {
+      found = text::trim(s.substr(0, colon));
+      if (found.size() >= 2 && (found.front() == '"' || found.front() == '\'') && found.back() == found.front())
+        found = found.substr(1, found.size() - 2);
+    }
+    begin = end + 1;
+  }
+  return found;
 }
 
 }  // namespace
@@ -30,8 +53,17 @@ std::vector<Assignment> parse_yaml_assignments(const std::string& text, const st
   YAML::Node root;
   try {
     root = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp's own message is only "bad file".
+    const std::string key = option_at_line(text, e.mark.line);
+    fail(
+        "config file {}:{}:{}: {} nested more than {} levels deep; options are flat `key: value` pairs whose "
+        "value is a single value or a list of plain values",
+        path, e.mark.line + 1, e.mark.column + 1,
+        key.empty() ? std::string("a value is") : "the value of option '" + text::printable(key) + "' is",
+        e.depth() - 1);
   } catch (const YAML::Exception& e) {
-    fail("config file {}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg);
+    fail("config file {}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, text::printable(e.msg));
   }
   std::vector<Assignment> out;
   if (root.IsNull()) return out;  // an empty file sets nothing
@@ -45,6 +77,9 @@ std::vector<Assignment> parse_yaml_assignments(const std::string& text, const st
            : kv.first.IsMap()    ? "mapping"
                                  : "null");
     std::string key = kv.first.as<std::string>();
+    if (key.empty() || text::printable(key) != key || key.find(' ') != std::string::npos)
+      fail("config file {}: option name '{}' is not a plain word (option names are like learning_rate)",
+           where(path, kv.first.Mark()), text::printable(key));
     const YAML::Node& v = kv.second;
     Assignment a;
     a.key = key;
@@ -56,13 +91,21 @@ std::vector<Assignment> parse_yaml_assignments(const std::string& text, const st
     } else if (v.IsSequence()) {
       std::vector<std::string> items;
       for (const auto& item : v) {
-        if (!item.IsScalar()) fail("option '{}' ({}) must be a list of plain values", key, a.origin.where);
+        if (!item.IsScalar())
+          fail("option '{}' ({}) must be a list of plain values, found a {} in it", text::printable(key),
+               where(path, item.Mark()),
+               item.IsMap()        ? "mapping"
+               : item.IsSequence() ? "list"
+                                   : "null");
         items.push_back(item.as<std::string>());
       }
       a.value = text::join(items, ",");
       a.from_sequence = true;
     } else {
-      fail("option '{}' ({}) has a nested mapping; options are flat `key: value` pairs", key, a.origin.where);
+      fail(
+          "option '{}' ({}) has a nested mapping as its value; options are flat `key: value` pairs whose value is a "
+          "single value or a list of plain values",
+          text::printable(key), a.origin.where);
     }
     out.push_back(std::move(a));
   }

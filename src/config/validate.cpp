@@ -78,6 +78,13 @@ void validate(Resolved<TrainConfig>& r) {
       fail("lora_target mixes `all` with module names ({}); use one or the other",
            join_option_list(c.lora.lora_target));
   if (!c.lora.lora_alpha) c.lora.lora_alpha = 2.0 * static_cast<double>(c.lora.lora_rank);
+  // The schema's range [0, 1] lets 0 through: AdamW divides by sqrt(v) + epsilon, and a parameter whose
+  // gradients are all 0 then divides 0 by 0 (NaN, reported later as a diverged loss).
+  if (!(c.training.adam_epsilon > 0))
+    fail(
+        "adam_epsilon {} ({}) must be above 0 and at most 1 (the range is (0, 1]; the default is 1e-08): AdamW "
+        "divides by sqrt(v) + epsilon, so 0 divides by zero where a gradient is 0",
+        format_double(c.training.adam_epsilon), origin_of(r, "adam_epsilon"));
   if (c.training.max_steps <= 0 && c.training.num_train_epochs <= 0)
     fail("nothing to train: max_steps is {} and num_train_epochs is {}; set one of them above 0", c.training.max_steps,
          format_double(c.training.num_train_epochs));

@@ -106,6 +106,12 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view conte
   rename_durable(tmp, path);
 }
 
+FileStamp file_stamp(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail("cannot read the size and time of '{}': {}", path.string(), errno_text());
+  return {static_cast<std::uint64_t>(st.st_size), std::int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+}
+
 std::string read_file(const std::filesystem::path& path, size_t max_bytes) {
   std::error_code ec;
   auto size = std::filesystem::file_size(path, ec);

@@ -4,7 +4,10 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+
+#include <fmt/format.h>
 
 namespace zlora::text {
 
@@ -124,6 +127,48 @@ bool parse_bool(std::string_view s, bool& out) {
     return true;
   }
   return false;
+}
+
+namespace {
+
+// Code points that are valid but must not reach a terminal as they are.
+bool unsafe_code_point(uint32_t cp) {
+  return cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F) || (cp >= 0x202A && cp <= 0x202E) ||
+         (cp >= 0x2066 && cp <= 0x2069) || cp == 0x2028 || cp == 0x2029;
+}
+
+}  // namespace
+
+std::string printable(std::string_view s, size_t max_bytes) {
+  std::string out;
+  size_t i = 0;
+  while (i < s.size() && i < max_bytes) {
+    const size_t n = utf8_sequence_length(s, i);
+    if (n == 0) {
+      out += fmt::format("\\x{:02X}", static_cast<unsigned char>(s[i]));
+      ++i;
+      continue;
+    }
+    if (i + n > max_bytes) break;  // never cut a character in two
+    const uint32_t lead = static_cast<unsigned char>(s[i]);
+    uint32_t cp = n == 1 ? lead : lead & (0x7Fu >> n);  // the lead byte's payload bits
+    for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
+    if (cp == '\n')
+      out += "\\n";
+    else if (cp == '\r')
+      out += "\\r";
+    else if (cp == '\t')
+      out += "\\t";
+    else if (cp < 0x80 && unsafe_code_point(cp))
+      out += fmt::format("\\x{:02X}", cp);
+    else if (unsafe_code_point(cp))
+      out += fmt::format("\\u{{{:04X}}}", cp);
+    else
+      out.append(s.data() + i, n);
+    i += n;
+  }
+  if (i < s.size()) out += fmt::format("... ({} more bytes)", s.size() - i);
+  return out;
 }
 
 }  // namespace zlora::text

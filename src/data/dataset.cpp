@@ -48,7 +48,7 @@ std::string describe_mapping(const DatasetAttr& a) {
   std::vector<std::string> parts;
   for (const auto& [k, v] : a.columns) parts.push_back(k + "=" + v);
   for (const auto& [k, v] : a.tags) parts.push_back(k + "=" + v);
-  return a.formatting + " {" + text::join(parts, ", ") + "}";
+  return text::printable(a.formatting + " {" + text::join(parts, ", ") + "}", 400);  // names read from files
 }
 
 // A JSON value as LLaMA-Factory would see it in a text slot: strings as they are, null as "".
@@ -84,10 +84,11 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
   json info = parse_json(text, origin);
   ZLORA_REQUIRE(info.is_object(), "{}: must be a JSON object of dataset names to entries", origin);
   for (auto& [name, e] : info.items()) {
-    std::string where = origin + ": dataset '" + name + "'";
+    std::string where = origin + ": dataset '" + text::printable(name) + "'";
     ZLORA_REQUIRE(e.is_object(), "{}: entry must be an object", where);
     DatasetAttr a;
     a.name = name;
+    a.entry = e.dump();  // nlohmann's objects keep keys sorted: the same entry always dumps the same
     for (const char* hub : {"hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"})
       ZLORA_REQUIRE(!e.contains(hub),
                     "{}: '{}' sources are not supported; zlora reads local files (file_name under dataset_dir)", where,
@@ -101,7 +102,8 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
       a.formatting = e["formatting"].get<std::string>();
     }
     ZLORA_REQUIRE(a.formatting == "alpaca" || a.formatting == "sharegpt",
-                  "{}: formatting '{}' is not supported (supported: alpaca, sharegpt)", where, a.formatting);
+                  "{}: formatting '{}' is not supported (supported: alpaca, sharegpt)", where,
+                  text::printable(a.formatting));
     if (e.contains("ranking") && !e["ranking"].is_null()) {
       ZLORA_REQUIRE(e["ranking"].is_boolean(), "{}: \"ranking\" must be true or false", where);
       ZLORA_REQUIRE(!e["ranking"].get<bool>(), "{}: ranking datasets are for preference training, not SFT", where);
@@ -116,9 +118,9 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
       ZLORA_REQUIRE(e["columns"].is_object(), "{}: \"columns\" must be an object", where);
       for (auto& [k, v] : e["columns"].items()) {
         ZLORA_REQUIRE(std::find(allowed.begin(), allowed.end(), k) != allowed.end(),
-                      "{}: column role '{}' is not supported for {} (supported: {})", where, k, a.formatting,
-                      text::join(allowed, ", "));
-        ZLORA_REQUIRE(v.is_string() || v.is_null(), "{}: columns.{} must be a column name", where, k);
+                      "{}: column role '{}' is not supported for {} (supported: {})", where, text::printable(k),
+                      a.formatting, text::join(allowed, ", "));
+        ZLORA_REQUIRE(v.is_string() || v.is_null(), "{}: columns.{} must be a column name", where, text::printable(k));
         if (v.is_null())
           a.columns.erase(k);
         else
@@ -133,8 +135,8 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
         ZLORA_REQUIRE(kSharegptTags.count(k),
                       "{}: tag '{}' is not supported (supported: role_tag, content_tag, "
                       "user_tag, assistant_tag, observation_tag, function_tag, system_tag)",
-                      where, k);
-        ZLORA_REQUIRE(v.is_string(), "{}: tags.{} must be a string", where, k);
+                      where, text::printable(k));
+        ZLORA_REQUIRE(v.is_string(), "{}: tags.{} must be a string", where, text::printable(k));
         a.tags[k] = v.get<std::string>();
       }
     }
@@ -156,8 +158,8 @@ const DatasetAttr& DatasetRegistry::get(const std::string& name) const {
     fail(
         "undefined dataset '{}' in {}{} (defined: {}). Add an entry {{\"{}\": {{\"file_name\": \"<file>.json\"}}}} "
         "there, or pass --dataset_dir pointing at the folder whose dataset_info.json defines it",
-        name, info_path_.string(), text::did_you_mean(name, defined),
-        defined.empty() ? "none" : text::join(defined, ", "), name);
+        text::printable(name), info_path_.string(), text::printable(text::did_you_mean(name, defined)),
+        defined.empty() ? "none" : text::printable(text::join(defined, ", "), 400), text::printable(name));
   }
   return it->second;
 }
@@ -185,13 +187,13 @@ bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const
       auto c = col(key);
       const json* v = c.empty() ? nullptr : field(row, c);
       if (v) {
-        std::string s = as_text(*v, where, "column '" + c + "'");
+        std::string s = as_text(*v, where, "column '" + text::printable(c) + "'");
         if (!s.empty()) query.push_back(s);
       }
     }
     out.messages.push_back({Role::User, text::join(query, "\n")});
     if (auto s = col("system"); !s.empty())
-      if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + s + "'");
+      if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + text::printable(s) + "'");
     const json* r = field(row, col("response"));
     if (!r || !r->is_string()) return false;  // no response: LLaMA-Factory drops the row
     out.messages.push_back({Role::Assistant, r->get<std::string>()});
@@ -200,7 +202,7 @@ bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const
   // sharegpt
   const json* msgs = field(row, col("messages"));
   ZLORA_REQUIRE(msgs && msgs->is_array(), "{}: column '{}' must be a list of messages (mapping in use: {})", where,
-                col("messages"), describe_mapping(a));
+                text::printable(col("messages")), describe_mapping(a));
   const auto& t = a.tags;
   const std::string& role_tag = t.at("role_tag");
   const std::string& content_tag = t.at("content_tag");
@@ -208,14 +210,14 @@ bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const
   auto role_of = [&](const json& m, size_t k) -> std::string {
     ZLORA_REQUIRE(m.is_object() && m.contains(role_tag) && m.contains(content_tag),
                   "{}: message {} has no '{}'/'{}' keys (mapping in use: {}); set \"tags\" in dataset_info.json", where,
-                  k, role_tag, content_tag, describe_mapping(a));
+                  k, text::printable(role_tag), text::printable(content_tag), describe_mapping(a));
     return m[role_tag].is_string() ? m[role_tag].get<std::string>() : "";
   };
   if (!msgs->empty() && role_of((*msgs)[0], 0) == t.at("system_tag")) {
     out.system = as_text((*msgs)[0][content_tag], where, "system message");
     start = 1;
   } else if (auto s = col("system"); !s.empty()) {
-    if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + s + "'");
+    if (const json* v = field(row, s)) out.system = as_text(*v, where, "column '" + text::printable(s) + "'");
   }
   for (size_t k = start; k < msgs->size(); ++k) {
     std::string role = role_of((*msgs)[k], k);
@@ -238,28 +240,51 @@ bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const
 
 namespace {
 
-std::vector<stdfs::path> data_files(const stdfs::path& dir, const DatasetAttr& a, const std::string& info) {
+// A data file of a dataset: where it is, and its name as the entry names it (file_name, or
+// "file_name/<file>" for a folder's files), which the store records so that a moved dataset_dir still
+// matches.
+struct DataFile {
+  stdfs::path path;
+  std::string name;
+};
+
+std::vector<DataFile> data_files(const stdfs::path& dir, const DatasetAttr& a, const std::string& info) {
   stdfs::path p = dir / a.file_name;
   std::error_code ec;
   ZLORA_REQUIRE(stdfs::exists(p, ec), "dataset '{}': file {} not found (file_name '{}' in {} is resolved under {})",
-                a.name, p.string(), a.file_name, info, dir.string());
-  std::vector<stdfs::path> files;
+                a.name, p.string(), text::printable(a.file_name), info, dir.string());
+  std::vector<DataFile> files;
   if (stdfs::is_directory(p, ec)) {
     for (const auto& e : stdfs::directory_iterator(p))
-      if (e.is_regular_file()) files.push_back(e.path());
-    std::sort(files.begin(), files.end());
+      if (e.is_regular_file()) files.push_back({e.path(), (stdfs::path(a.file_name) / e.path().filename()).string()});
+    std::sort(files.begin(), files.end(), [](const DataFile& x, const DataFile& y) { return x.path < y.path; });
   } else {
-    files.push_back(p);
+    files.push_back({p, a.file_name});
   }
   ZLORA_REQUIRE(!files.empty(), "dataset '{}': folder {} holds no files", a.name, p.string());
   for (const auto& f : files) {
-    std::string ext = text::lower(f.extension().string());
+    std::string ext = text::lower(f.path.extension().string());
     ZLORA_REQUIRE(ext == ".json" || ext == ".jsonl",
                   "dataset '{}': {} has type '{}'; allowed file types: json, jsonl (csv, parquet, arrow and txt are "
                   "not supported by zlora)",
-                  a.name, f.string(), ext);
+                  a.name, f.path.string(), text::printable(ext));
   }
   return files;
+}
+
+// The source record of one dataset without its files.
+StoreSource source_of(const DatasetAttr& a) {
+  StoreSource src;
+  src.name = a.name;
+  src.dataset_info = a.entry;
+  return src;
+}
+
+void add_file(StoreSource& src, const DataFile& f, const fs::FileStamp& stamp, std::string sha256) {
+  src.files.push_back(f.name);
+  src.sha256s.push_back(std::move(sha256));
+  src.sizes.push_back(int64_t(stamp.size));
+  src.mtimes_ns.push_back(stamp.mtime_ns);
 }
 
 }  // namespace
@@ -280,7 +305,8 @@ void check_columns(const DatasetAttr& a, const std::vector<json>& rows, const st
       fail(
           "dataset '{}': column '{}' ({}) is missing from {} (its rows have: {}; mapping in use: {}). Set "
           "\"columns\": {{\"{}\": \"<column>\"}} in dataset_info.json",
-          a.name, column, key, file, seen.empty() ? "nothing" : text::join(seen, ", "), describe_mapping(a), key);
+          text::printable(a.name), text::printable(column), key, file,
+          seen.empty() ? "nothing" : text::printable(text::join(seen, ", "), 400), describe_mapping(a), key);
     }
   }
 }
@@ -292,15 +318,15 @@ LoadedData load_datasets(const config::DataArgs& args) {
   LoadedData out;
   for (const std::string& name : args.dataset) {
     const DatasetAttr& a = reg.get(name);
-    SourceInfo src;
-    src.name = name;
+    StoreSource src = source_of(a);
     std::vector<json> rows;
     for (const auto& f : data_files(reg.dir_, a, reg.info_path_.string())) {
-      std::string body = fs::read_file(f);
-      std::vector<json> part = parse_json_rows(body, f.string());
-      check_columns(a, part, f.string());
-      src.files.push_back(f.string());
-      src.sha256s.push_back(sha256_hex(body));
+      // Stamped before the read: a file changed after it gets a newer mtime, so a later run re-hashes it.
+      const fs::FileStamp stamp = fs::file_stamp(f.path);
+      std::string body = fs::read_file(f.path);
+      std::vector<json> part = parse_json_rows(body, f.path.string());
+      check_columns(a, part, f.path.string());
+      add_file(src, f, stamp, sha256_hex(body));
       for (auto& r : part) rows.push_back(std::move(r));
     }
     if (args.max_samples && *args.max_samples >= 0 && rows.size() > size_t(*args.max_samples))
@@ -322,6 +348,31 @@ LoadedData load_datasets(const config::DataArgs& args) {
                 "cannot find valid samples in dataset(s) {}: every row was empty or abnormal; check the data format "
                 "(alpaca: instruction/input/output; sharegpt: conversations with alternating turns)",
                 text::join(args.dataset, ", "));
+  return out;
+}
+
+std::vector<StoreSource> describe_sources(const config::DataArgs& args, const StoreMeta* known) {
+  std::vector<StoreSource> out;
+  if (args.dataset.empty()) return out;
+  DatasetRegistry reg = DatasetRegistry::load(args.dataset_dir);
+  for (const std::string& name : args.dataset) {
+    const DatasetAttr& a = reg.get(name);
+    StoreSource src = source_of(a);
+    const StoreSource* old = nullptr;
+    if (known && known->provenance_known())
+      for (const auto& s : known->sources)
+        if (s.name == name) old = &s;
+    for (const auto& f : data_files(reg.dir_, a, reg.info_path_.string())) {
+      const fs::FileStamp stamp = fs::file_stamp(f.path);
+      std::string sha;
+      for (size_t i = 0; old && sha.empty() && i < old->files.size(); ++i)
+        if (old->files[i] == f.name && old->sizes[i] == int64_t(stamp.size) && old->mtimes_ns[i] == stamp.mtime_ns)
+          sha = old->sha256s[i];
+      if (sha.empty()) sha = sha256_file(f.path.string());
+      add_file(src, f, stamp, std::move(sha));
+    }
+    out.push_back(std::move(src));
+  }
   return out;
 }
 

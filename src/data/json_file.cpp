@@ -1,6 +1,7 @@
 #include "zlora/data/json_file.h"
 
 #include "zlora/core/error.h"
+#include "zlora/core/text.h"
 
 namespace zlora::data {
 
@@ -21,11 +22,12 @@ TextPosition position_of(std::string_view text, size_t offset) {
 namespace {
 
 // nlohmann's message carries its own "at line L, column C" relative to the parsed piece; ours is
-// relative to the file, so keep only the part after the location.
+// relative to the file, so keep only the part after the location. Its "last read: '...'" quotes the
+// file's bytes as they are (a garbage file's escape sequences or binary included): escaped here.
 std::string short_reason(const nlohmann::json::parse_error& e) {
   std::string what = e.what();
   auto colon = what.find(": ", what.find("parse error"));
-  return colon == std::string::npos ? what : what.substr(colon + 2);
+  return text::printable(colon == std::string::npos ? what : what.substr(colon + 2), 240);
 }
 
 // Deeper nesting than any real file has: nlohmann parses iteratively, but copying, comparing and dumping
@@ -73,7 +75,7 @@ nlohmann::json parse_json(std::string_view text, const std::string& origin) {
   } catch (const nlohmann::json::parse_error& e) {
     fail_at(text, 0, e, origin);
   } catch (const nlohmann::json::exception& e) {  // e.g. a number beyond double's range
-    fail("{}: invalid JSON ({})", origin, e.what());
+    fail("{}: invalid JSON ({})", origin, text::printable(e.what(), 240));
   }
 }
 
@@ -100,7 +102,7 @@ std::vector<nlohmann::json> parse_json_rows(std::string_view text, const std::st
       } catch (const nlohmann::json::parse_error& e) {
         fail_at(text, start, e, origin);
       } catch (const nlohmann::json::exception& e) {
-        fail("{}: invalid JSON on the line starting at byte {} ({})", origin, start, e.what());
+        fail("{}: invalid JSON on the line starting at byte {} ({})", origin, start, text::printable(e.what(), 240));
       }
     }
     start = end + 1;

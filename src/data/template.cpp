@@ -1,6 +1,7 @@
 #include "zlora/data/template.h"
 
 #include "zlora/core/error.h"
+#include "zlora/core/text.h"
 
 #include <algorithm>
 
@@ -40,12 +41,14 @@ ChatTemplate::ChatTemplate(const TemplateSpec& spec, const Tokenizer& tokenizer,
   if (auto id = tokenizer.token_to_id(eos_name))
     eos_ = *id;
   else
-    eos_problem_ = fmt::format("the eos token '{}' is not in the vocabulary of {}", eos_name, tokenizer.origin());
+    eos_problem_ =
+        fmt::format("the eos token '{}' is not in the vocabulary of {}", text::printable(eos_name), tokenizer.origin());
   if (auto b = tokenizer.config_token("bos_token")) {
     if (auto id = tokenizer.token_to_id(*b))
       bos_ = *id;
     else
-      bos_problem_ = fmt::format("the bos token '{}' is not in the vocabulary of {}", *b, tokenizer.origin());
+      bos_problem_ =
+          fmt::format("the bos token '{}' is not in the vocabulary of {}", text::printable(*b), tokenizer.origin());
   } else {
     bos_problem_ =
         fmt::format("{} names no bos_token (tokenizer_config.json beside tokenizer.json)", tokenizer.origin());

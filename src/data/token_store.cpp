@@ -2,6 +2,7 @@
 
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
+#include "zlora/core/text.h"
 #include "zlora/data/json_file.h"
 
 #include <hdf5.h>
@@ -148,6 +149,26 @@ void write_token_store(const std::filesystem::path& path, const std::vector<int3
   ZLORA_REQUIRE(input_ids.size() == labels.size() && offsets.size() >= 2 && offsets.front() == 0 &&
                     offsets.back() == int64_t(input_ids.size()),
                 "internal: inconsistent token store contents for {}", path.string());
+  ZLORA_REQUIRE(meta.made_by == kMadeByPrepare || meta.made_by == kMadeByTrain,
+                "internal: token store {} without a maker ('{}')", path.string(), meta.made_by);
+  nlohmann::json sources = nlohmann::json::array();
+  for (const auto& s : meta.sources) {
+    const size_t n = s.files.size();
+    ZLORA_REQUIRE(s.sha256s.size() == n && s.sizes.size() == n && s.mtimes_ns.size() == n,
+                  "internal: dataset '{}' of token store {} has {} files but {} hashes, {} sizes, {} times", s.name,
+                  path.string(), n, s.sha256s.size(), s.sizes.size(), s.mtimes_ns.size());
+    nlohmann::json entry = nlohmann::json::parse(s.dataset_info, nullptr, false);
+    ZLORA_REQUIRE(entry.is_object(), "internal: dataset '{}' of token store {} has no dataset_info.json entry", s.name,
+                  path.string());
+    sources.push_back({{"name", s.name},
+                       {"dataset_info", entry},
+                       {"files", s.files},
+                       {"sha256", s.sha256s},
+                       {"sizes", s.sizes},
+                       {"mtimes_ns", s.mtimes_ns},
+                       {"rows", s.rows},
+                       {"invalid", s.invalid}});
+  }
   meta.format_version = kTokenStoreFormatVersion;
   meta.num_samples = int64_t(offsets.size() - 1);
   meta.num_tokens = int64_t(input_ids.size());
@@ -173,11 +194,13 @@ void write_token_store(const std::filesystem::path& path, const std::vector<int3
     put_int(root, "num_tokens", meta.num_tokens, path);
     put_int(root, "num_label_tokens", meta.num_label_tokens, path);
     put_int(root, "num_dropped", meta.num_dropped, path);
-    nlohmann::json sources = nlohmann::json::array();
-    for (const auto& s : meta.sources)
-      sources.push_back(
-          {{"name", s.name}, {"files", s.files}, {"sha256", s.sha256s}, {"rows", s.rows}, {"invalid", s.invalid}});
     put_string(root, "sources", sources.dump(), path);
+    // Format 2: the rest of the provenance. An unset option is an absent attribute.
+    if (meta.default_system) put_string(root, "default_system", *meta.default_system, path);
+    if (meta.max_samples) put_int(root, "max_samples", *meta.max_samples, path);
+    put_string(root, "tokenizer_config_sha256", meta.tokenizer_config_sha256, path);
+    put_string(root, "made_by", meta.made_by, path);
+    put_string(root, "dataset_dir", meta.dataset_dir, path);
     check(H5Fflush(root, H5F_SCOPE_GLOBAL), "flush", path);
   }
   fs::fsync_path(tmp);
@@ -293,10 +316,12 @@ TokenStore::TokenStore(const std::filesystem::path& path) : path_(path), h_(std:
   ZLORA_REQUIRE(h_->file.valid(), "{}: cannot open the HDF5 file", path.string());
   hid_t f = h_->file.get();
   meta_.format_version = get_int(f, "format_version", path);
-  ZLORA_REQUIRE(meta_.format_version == kTokenStoreFormatVersion,
-                "{}: token store format version {} is not supported (this zlora reads version {}); rebuild it with "
-                "`zlora prepare`",
-                path.string(), meta_.format_version, kTokenStoreFormatVersion);
+  ZLORA_REQUIRE(
+      meta_.format_version >= kOldestTokenStoreFormatVersion && meta_.format_version <= kTokenStoreFormatVersion,
+      "{}: token store format version {} is not supported (this zlora reads versions {} to {}); rebuild it "
+      "with `zlora prepare`",
+      path.string(), meta_.format_version, kOldestTokenStoreFormatVersion, kTokenStoreFormatVersion);
+  const bool v2 = meta_.format_version >= 2;
   meta_.zlora_version = get_string(f, "zlora_version", path);
   meta_.tokenizer_sha256 = get_string(f, "tokenizer_sha256", path);
   meta_.vocab_size = get_int(f, "vocab_size", path);
@@ -308,6 +333,13 @@ TokenStore::TokenStore(const std::filesystem::path& path) : path_(path), h_(std:
   meta_.num_tokens = get_int(f, "num_tokens", path);
   meta_.num_label_tokens = get_int(f, "num_label_tokens", path);
   meta_.num_dropped = get_int(f, "num_dropped", path);
+  if (v2) {
+    if (H5Aexists(f, "default_system") > 0) meta_.default_system = get_string(f, "default_system", path);
+    if (H5Aexists(f, "max_samples") > 0) meta_.max_samples = get_int(f, "max_samples", path);
+    meta_.tokenizer_config_sha256 = get_string(f, "tokenizer_config_sha256", path);
+    meta_.made_by = get_string(f, "made_by", path);
+    meta_.dataset_dir = get_string(f, "dataset_dir", path);
+  }
   {
     const std::string origin = path.string() + ": attribute 'sources'";
     nlohmann::json sources = parse_json(get_string(f, "sources", path), origin);
@@ -325,10 +357,31 @@ TokenStore::TokenStore(const std::filesystem::path& path) : path_(path), h_(std:
         src.sha256s = s.at("sha256").get<std::vector<std::string>>();
         src.rows = count(s, "rows");
         src.invalid = count(s, "invalid");
+        ZLORA_REQUIRE(src.sha256s.size() == src.files.size(), "{}: dataset '{}' lists {} files but {} hashes", origin,
+                      text::printable(src.name), src.files.size(), src.sha256s.size());
+        if (v2) {
+          ZLORA_REQUIRE(s.contains("dataset_info") && s["dataset_info"].is_object(),
+                        "{}: dataset '{}' has no dataset_info object", origin, text::printable(src.name));
+          src.dataset_info = s["dataset_info"].dump();
+          auto integers = [&](const char* key) {
+            ZLORA_REQUIRE(s.contains(key) && s[key].is_array() && s[key].size() == src.files.size(),
+                          "{}: dataset '{}': '{}' must list one integer per file", origin, text::printable(src.name),
+                          key);
+            std::vector<int64_t> v;
+            for (const auto& x : s[key]) {
+              ZLORA_REQUIRE(x.is_number_integer(), "{}: dataset '{}': '{}' must hold integers", origin,
+                            text::printable(src.name), key);
+              v.push_back(x.get<int64_t>());
+            }
+            return v;
+          };
+          src.sizes = integers("sizes");
+          src.mtimes_ns = integers("mtimes_ns");
+        }
         meta_.sources.push_back(std::move(src));
       }
     } catch (const nlohmann::json::exception& e) {
-      fail("{} is not valid ({})", origin, e.what());
+      fail("{} is not valid ({})", origin, text::printable(e.what(), 240));
     }
   }
   ZLORA_REQUIRE(meta_.vocab_size > 0 && meta_.vocab_size < (int64_t(1) << 31), "{}: vocab_size {} is invalid",
@@ -394,11 +447,11 @@ void TokenStore::require_compatible(const std::string& tokenizer_sha256, const s
       tokenizer_sha256 == meta_.tokenizer_sha256,
       "{} was built with another tokenizer (tokenizer.json sha256 {}) than this model's ({}); rebuild it with "
       "`zlora prepare` or set overwrite_cache: true",
-      path_.string(), meta_.tokenizer_sha256, tokenizer_sha256);
+      path_.string(), text::printable(meta_.tokenizer_sha256), tokenizer_sha256);
   ZLORA_REQUIRE(template_name == meta_.template_name,
                 "{} was built with template '{}' but this run uses '{}'; rebuild it with `zlora prepare` or set "
                 "overwrite_cache: true",
-                path_.string(), meta_.template_name, template_name);
+                path_.string(), text::printable(meta_.template_name), template_name);
 }
 
 }  // namespace zlora::data

@@ -7,6 +7,7 @@
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
 #include "zlora/core/sha256.h"
+#include "zlora/core/text.h"
 #include "zlora/data/json_file.h"
 
 #include <pcre2.h>
@@ -28,27 +29,7 @@ using nlohmann::json;
 
 namespace {
 
-// Length of the well-formed UTF-8 sequence at s[i], or 0 if none starts there (Unicode Table 3-7).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = b(i);
-  size_t n = s.size();
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) return (i + 1 < n && (b(i + 1) & 0xC0) == 0x80) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (i + 2 >= n) return 0;
-    unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    if (b(i + 1) < lo || b(i + 1) > hi || (b(i + 2) & 0xC0) != 0x80) return 0;
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (i + 3 >= n) return 0;
-    unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    if (b(i + 1) < lo || b(i + 1) > hi || (b(i + 2) & 0xC0) != 0x80 || (b(i + 3) & 0xC0) != 0x80) return 0;
-    return 4;
-  }
-  return 0;
-}
+using text::utf8_sequence_length;
 
 // Length of the maximal ill-formed prefix at s[i] that becomes one U+FFFD (Rust's from_utf8_lossy).
 size_t invalid_prefix_length(std::string_view s, size_t i) {
@@ -174,7 +155,7 @@ class Regex {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof msg);
       fail("{}: pre_tokenizer regex does not compile at offset {}: {} (pattern: {})", origin, at,
-           reinterpret_cast<const char*>(msg), pattern);
+           reinterpret_cast<const char*>(msg), text::printable(pattern, 400));
     }
     // JIT is an optimisation only: PCRE2 falls back to its interpreter where JIT is unavailable.
     pcre2_jit_compile(code_.get(), PCRE2_JIT_COMPLETE);
@@ -333,6 +314,7 @@ void BpeCache::insert(std::string_view word, const std::vector<int32_t>& ids) {
 struct Tokenizer::Impl {
   std::string origin;
   std::string sha256;
+  std::string config_sha256;                       // "" without a tokenizer_config.json
   std::unordered_map<std::string, int32_t> vocab;  // model vocab + added tokens
   std::vector<std::string> id_to_token;            // "" for holes
   std::vector<bool> is_special;
@@ -573,7 +555,8 @@ std::string type_of(const json& j) {
 // larger one, or hit undefined behaviour on a float such as 1e300.)
 int32_t token_id(const json& v, const std::string& origin, const std::string& what) {
   ZLORA_REQUIRE(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX,
-                "{}: {} must be a token id (an integer in [0, 2^31)), got {}", origin, what, v.dump());
+                "{}: {} must be a token id (an integer in [0, 2^31)), got {}", origin, what,
+                text::printable(v.dump(-1, ' ', false, json::error_handler_t::replace)));
   return int32_t(v.get<int64_t>());
 }
 
@@ -592,10 +575,18 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::load(const std::filesystem::path& path) {
-  std::filesystem::path file = path;
+TokenizerFiles tokenizer_files(const std::filesystem::path& path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) file = path / "tokenizer.json";
+  TokenizerFiles f;
+  f.tokenizer_json = std::filesystem::is_directory(path, ec) ? path / "tokenizer.json" : path;
+  f.config_json = f.tokenizer_json.parent_path() / "tokenizer_config.json";
+  return f;
+}
+
+Tokenizer Tokenizer::load(const std::filesystem::path& path) {
+  const TokenizerFiles files = tokenizer_files(path);
+  const std::filesystem::path& file = files.tokenizer_json;
+  std::error_code ec;
   ZLORA_REQUIRE(std::filesystem::exists(file, ec),
                 "tokenizer not found: {} does not exist (--tokenizer takes a model directory holding tokenizer.json, "
                 "or the tokenizer.json file itself)",
@@ -603,9 +594,11 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   // Real tokenizer.json files are 2-35 MB; the caps stop a wrong path (a weights file) being slurped.
   std::string text = fs::read_file(file, size_t(256) << 20);
   std::string config;
-  auto config_path = file.parent_path() / "tokenizer_config.json";
-  if (std::filesystem::exists(config_path, ec)) config = fs::read_file(config_path, size_t(16) << 20);
-  return from_json(text, config, file.string());
+  const bool have_config = std::filesystem::exists(files.config_json, ec);
+  if (have_config) config = fs::read_file(files.config_json, size_t(16) << 20);
+  Tokenizer tok = from_json(text, config, file.string());
+  if (have_config) tok.impl_->config_sha256 = sha256_hex(config);
+  return tok;
 }
 
 Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_text, const std::string& origin) {
@@ -621,7 +614,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
     std::string mtype = type_of(m);
     if (mtype.empty() && m.contains("merges")) mtype = "BPE";  // HF infers BPE from the merges key
     ZLORA_REQUIRE(mtype == "BPE", "{}: model type '{}' is not supported; zlora reads byte-level BPE tokenizers (BPE)",
-                  origin, mtype);
+                  origin, text::printable(mtype));
     ZLORA_REQUIRE(!flag(m, "byte_fallback", false), "{}: BPE byte_fallback (SentencePiece-style) is not supported",
                   origin);
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
@@ -633,7 +626,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
     ZLORA_REQUIRE(m.contains("vocab") && m["vocab"].is_object(), "{}: model.vocab is missing", origin);
     int32_t max_id = -1;
     for (auto& [tok, id] : m["vocab"].items()) {
-      int32_t i = token_id(id, origin, "model.vocab['" + tok + "']");
+      int32_t i = token_id(id, origin, "model.vocab['" + text::printable(tok) + "']");
       impl->vocab[tok] = i;
       max_id = std::max(max_id, i);
     }
@@ -689,7 +682,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
         const std::string& s = mg.get_ref<const std::string&>();
         auto sp = s.find(' ');
         ZLORA_REQUIRE(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos,
-                      "{}: merge #{} '{}' is not two tokens separated by one space", origin, rank, s);
+                      "{}: merge #{} '{}' is not two tokens separated by one space", origin, rank, text::printable(s));
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
       } else {
@@ -699,7 +692,8 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
       }
       auto ia = impl->vocab.find(a), ib = impl->vocab.find(b), im = impl->vocab.find(a + b);
       ZLORA_REQUIRE(ia != impl->vocab.end() && ib != impl->vocab.end() && im != impl->vocab.end(),
-                    "{}: merge #{} ('{}' + '{}') names a token missing from the vocabulary", origin, rank, a, b);
+                    "{}: merge #{} ('{}' + '{}') names a token missing from the vocabulary", origin, rank,
+                    text::printable(a), text::printable(b));
       impl->merges.insert(Impl::pair_key(ia->second, ib->second), rank, im->second);
       ++rank;
     }
@@ -712,7 +706,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
       norms.push_back(norm);
     for (const json& n : norms) {
       ZLORA_REQUIRE(type_of(n) == "NFC", "{}: normalizer '{}' is not supported (supported: NFC, or none)", origin,
-                    type_of(n));
+                    text::printable(type_of(n)));
       impl->nfc = true;
     }
     // -- pre-tokenizer: [Split(Regex, Isolated)...] then ByteLevel
@@ -732,7 +726,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
                       "{}: Split pre_tokenizer with a String pattern is not supported (supported: Regex)", origin);
         std::string behavior = p.value("behavior", std::string("Isolated"));
         ZLORA_REQUIRE(behavior == "Isolated", "{}: Split behavior '{}' is not supported (supported: Isolated)", origin,
-                      behavior);
+                      text::printable(behavior));
         ZLORA_REQUIRE(!flag(p, "invert", false), "{}: Split with invert=true is not supported", origin);
         impl->splits.emplace_back(p["pattern"]["Regex"].get<std::string>(), origin);
       } else if (t == "ByteLevel") {
@@ -742,7 +736,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
         byte_level = true;
       } else {
         fail("{}: pre_tokenizer '{}' is not supported (supported: Sequence of Split(Regex, Isolated) and ByteLevel)",
-             origin, t);
+             origin, text::printable(t));
       }
     }
     ZLORA_REQUIRE(byte_level, "{}: the pre_tokenizer has no ByteLevel step; zlora reads byte-level BPE tokenizers only",
@@ -750,7 +744,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, std::string_view config_te
     // -- decoder
     const json& dec = j.contains("decoder") ? j["decoder"] : json();
     ZLORA_REQUIRE(type_of(dec) == "ByteLevel", "{}: decoder '{}' is not supported (supported: ByteLevel)", origin,
-                  dec.is_null() ? "null" : type_of(dec));
+                  dec.is_null() ? "null" : text::printable(type_of(dec)));
   } catch (const json::exception& e) {
     fail("{}: unexpected tokenizer.json structure: {}", origin, e.what());
   }
@@ -838,6 +832,7 @@ std::optional<std::string> Tokenizer::config_token(const std::string& name) cons
 }
 
 const std::string& Tokenizer::sha256() const { return impl_->sha256; }
+const std::string& Tokenizer::config_sha256() const { return impl_->config_sha256; }
 const std::string& Tokenizer::origin() const { return impl_->origin; }
 
 }  // namespace zlora::data

@@ -36,6 +36,29 @@ void MpiRuntime::fail_job(const std::string& message, int code) const {
   std::abort();
 }
 
+std::string decide_on_root(MPI_Comm comm, const std::function<std::string()>& decide) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  // Rank 0's answer: a status (1 = decided, 0 = error) and the length, then the text.
+  std::string text;
+  long long header[2] = {1, 0};
+  if (rank == 0) {
+    try {
+      text = decide();
+    } catch (const Error& e) {
+      text = e.what();
+      header[0] = 0;
+    }
+    header[1] = static_cast<long long>(text.size());
+  }
+  MPI_Bcast(header, 2, MPI_LONG_LONG, 0, comm);
+  ZLORA_REQUIRE(header[1] >= 0 && header[1] < (1LL << 30), "internal: rank 0's decision is {} bytes", header[1]);
+  text.resize(static_cast<size_t>(header[1]));
+  MPI_Bcast(text.data(), static_cast<int>(header[1]), MPI_CHAR, 0, comm);
+  if (header[0] == 0) throw Error(text);
+  return text;
+}
+
 int launcher_rank() {
   for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}) {
     if (const char* v = std::getenv(var)) return std::atoi(v);

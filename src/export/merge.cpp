@@ -269,7 +269,9 @@ Inputs check_inputs(const ExportOptions& o) {
       if (info.shape != spec.shape)
         fail("{}: '{}' has shape [{}] but config.json implies [{}]", in.base_dir.string(), spec.name,
              fmt::join(info.shape, ", "), fmt::join(spec.shape, ", "));
+      model::require_float_weight(*in.base, spec.name);
     }
+  model::require_declared_layers(*in.base, in.config.num_hidden_layers, (in.base_dir / "config.json").string());
   if (o.adapters.empty()) log::warn("no adapter_name_or_path given: the export is a re-saved copy of the base model");
   for (const auto& a : o.adapters) {
     const stdfs::path dir = clean_path(a);

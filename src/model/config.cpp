@@ -22,6 +22,9 @@ struct Family {
 constexpr Family kFamilies[] = {
     {"qwen2", "Qwen2ForCausalLM"}, {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"}};
 
+// A value of config.json quoted in an error: escaped and bounded (the file is untrusted).
+std::string shown(const json& v) { return text::printable(v.dump(-1, ' ', false, json::error_handler_t::replace)); }
+
 int64_t get_int(const json& j, const char* key, int64_t lo, int64_t hi, const std::string& origin) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) fail("{}: required field '{}' is missing", origin, key);
@@ -32,7 +35,7 @@ int64_t get_int(const json& j, const char* key, int64_t lo, int64_t hi, const st
              std::fabs(it->get<double>()) < 9e15) {
     v = static_cast<int64_t>(it->get<double>());
   } else {
-    fail("{}: '{}' must be an integer, got {}", origin, key, it->dump());
+    fail("{}: '{}' must be an integer, got {}", origin, key, shown(*it));
   }
   if (v < lo || v > hi) fail("{}: '{}' = {} is outside the supported range [{}, {}]", origin, key, v, lo, hi);
   return v;
@@ -41,7 +44,7 @@ int64_t get_int(const json& j, const char* key, int64_t lo, int64_t hi, const st
 double get_double(const json& j, const char* key, double fallback, const std::string& origin) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number()) fail("{}: '{}' must be a number, got {}", origin, key, it->dump());
+  if (!it->is_number()) fail("{}: '{}' must be a number, got {}", origin, key, shown(*it));
   double v = it->get<double>();
   if (!std::isfinite(v)) fail("{}: '{}' must be finite", origin, key);
   return v;
@@ -50,7 +53,7 @@ double get_double(const json& j, const char* key, double fallback, const std::st
 bool get_bool(const json& j, const char* key, bool fallback, const std::string& origin) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) fail("{}: '{}' must be true or false, got {}", origin, key, it->dump());
+  if (!it->is_boolean()) fail("{}: '{}' must be true or false, got {}", origin, key, shown(*it));
   return it->get<bool>();
 }
 
@@ -78,7 +81,8 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& origin) {
   }
   if (type == "default") return;
   if (type != "llama3")
-    fail("{}: rope scaling type '{}' is not supported; zlora implements 'default' (none) and 'llama3'", origin, type);
+    fail("{}: rope scaling type '{}' is not supported; zlora implements 'default' (none) and 'llama3'", origin,
+         text::printable(type));
   RopeScaling& r = c.rope_scaling;
   r.type = type;
   r.factor = get_double(*scaling, "factor", 0.0, origin);
@@ -98,7 +102,7 @@ std::vector<int64_t> get_token_ids(const json& j, const char* key, const std::st
   std::vector<int64_t> ids;
   auto one = [&](const json& v) {
     if (!v.is_number_integer() || v.get<int64_t>() < 0)
-      fail("{}: '{}' must hold token ids, got {}", origin, key, v.dump());
+      fail("{}: '{}' must hold token ids, got {}", origin, key, shown(v));
     ids.push_back(v.get<int64_t>());
   };
   if (it->is_array()) {
@@ -134,20 +138,21 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& or
   for (const auto& f : kFamilies)
     if (c.model_type == f.model_type) family = &f;
   if (!family)
-    fail("{}: model_type '{}' is not supported; zlora supports {}{}", origin, c.model_type, text::join(supported, ", "),
-         text::did_you_mean(c.model_type, supported));
+    fail("{}: model_type '{}' is not supported; zlora supports {}{}", origin, text::printable(c.model_type),
+         text::join(supported, ", "), text::did_you_mean(c.model_type, supported));
   c.architecture = family->architecture;
   auto arch = j.find("architectures");
   if (arch != j.end() && arch->is_array()) {
     for (const auto& a : *arch) {
       if (!a.is_string() || a.get<std::string>() != family->architecture)
         fail("{}: architecture {} is not supported for model_type '{}'; zlora supports {} (causal LM heads only)",
-             origin, a.dump(), c.model_type, family->architecture);
+             origin, shown(a), family->model_type, family->architecture);
     }
   }
   const std::string act = j.contains("hidden_act") && j["hidden_act"].is_string() ? j["hidden_act"].get<std::string>()
                                                                                   : std::string("silu");
-  if (act != "silu") fail("{}: hidden_act '{}' is not supported; these families use 'silu'", origin, act);
+  if (act != "silu")
+    fail("{}: hidden_act '{}' is not supported; these families use 'silu'", origin, text::printable(act));
 
   c.vocab_size = get_int(j, "vocab_size", 1, int64_t(1) << 22, origin);
   c.hidden_size = get_int(j, "hidden_size", 1, 65536, origin);
@@ -215,6 +220,15 @@ ModelConfig load_model_config(const std::filesystem::path& model_dir_or_file) {
   if (!std::filesystem::exists(p))
     fail("{}: not found; the model directory must hold a Hugging Face config.json", p.string());
   return parse_model_config(fs::read_file(p, size_t(16) << 20), p.string());
+}
+
+std::string cutoff_len_warning(const ModelConfig& config, int64_t cutoff_len, const std::string& origin) {
+  if (cutoff_len <= config.max_position_embeddings) return "";
+  return fmt::format(
+      "cutoff_len {} is longer than the {} positions the model supports (max_position_embeddings in {}): samples "
+      "that long train on positions it never saw, which usually degrades it; lower --cutoff_len to at most {}, "
+      "or use a model with a longer context",
+      cutoff_len, config.max_position_embeddings, origin, config.max_position_embeddings);
 }
 
 }  // namespace zlora::model

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -34,18 +35,23 @@ constexpr DTypeEntry kDTypes[] = {{DType::kBool, "BOOL", 1}, {DType::kU8, "U8", 
                                   {DType::kF32, "F32", 4},   {DType::kF64, "F64", 8}, {DType::kI64, "I64", 8},
                                   {DType::kU64, "U64", 8}};
 
+// A value of the header quoted in an error: escaped and bounded (the header is untrusted).
+std::string shown(const json& v) { return text::printable(v.dump(-1, ' ', false, json::error_handler_t::replace)); }
+
 uint64_t get_offset(const json& v, const std::string& origin, const std::string& name) {
-  if (!v.is_number_unsigned()) fail("{}: tensor '{}': data_offsets must be non-negative integers", origin, name);
+  if (!v.is_number_unsigned())
+    fail("{}: tensor '{}': data_offsets must be non-negative integers", origin, text::printable(name));
   return v.get<uint64_t>();
 }
 
-TensorInfo parse_entry(const std::string& name, const json& e, const std::string& origin) {
+TensorInfo parse_entry(const std::string& raw_name, const json& e, const std::string& origin) {
+  const std::string name = text::printable(raw_name);  // for the messages; t.name keeps the bytes
   if (!e.is_object()) fail("{}: tensor '{}': expected an object with dtype, shape, data_offsets", origin, name);
   for (auto it = e.begin(); it != e.end(); ++it)
     if (it.key() != "dtype" && it.key() != "shape" && it.key() != "data_offsets")
-      fail("{}: tensor '{}': unexpected field '{}'", origin, name, it.key());
+      fail("{}: tensor '{}': unexpected field '{}'", origin, name, text::printable(it.key()));
   TensorInfo t;
-  t.name = name;
+  t.name = raw_name;
   auto dt = e.find("dtype");
   if (dt == e.end() || !dt->is_string()) fail("{}: tensor '{}': missing dtype", origin, name);
   t.dtype = parse_dtype(dt->get<std::string>(), origin + ": tensor '" + name + "'");
@@ -58,24 +64,24 @@ TensorInfo parse_entry(const std::string& name, const json& e, const std::string
   uint64_t numel = 1;
   for (const auto& d : *shape) {
     if (!d.is_number_unsigned())
-      fail("{}: tensor '{}': shape must hold non-negative integers, got {}", origin, name, shape->dump());
+      fail("{}: tensor '{}': shape must hold non-negative integers, got {}", origin, name, shown(*shape));
     uint64_t v = d.get<uint64_t>();
     if (v != 0 && numel > limit / v)
-      fail("{}: tensor '{}': shape {} overflows (more elements than any file can hold)", origin, name, shape->dump());
+      fail("{}: tensor '{}': shape {} overflows (more elements than any file can hold)", origin, name, shown(*shape));
     numel *= v;
     t.shape.push_back(static_cast<int64_t>(v));
   }
   auto off = e.find("data_offsets");
   if (off == e.end() || !off->is_array() || off->size() != 2)
     fail("{}: tensor '{}': data_offsets must be [begin, end]", origin, name);
-  t.begin = get_offset((*off)[0], origin, name);
-  t.end = get_offset((*off)[1], origin, name);
+  t.begin = get_offset((*off)[0], origin, raw_name);
+  t.end = get_offset((*off)[1], origin, raw_name);
   if (t.end < t.begin)
     fail("{}: tensor '{}': data_offsets [{}, {}] end before they begin", origin, name, t.begin, t.end);
   const uint64_t expect = numel * dtype_size(t.dtype);
   if (t.end - t.begin != expect)
     fail("{}: tensor '{}': {} x shape {} is {} bytes but data_offsets span {} bytes", origin, name, dtype_name(t.dtype),
-         shape->dump(), expect, t.end - t.begin);
+         shown(*shape), expect, t.end - t.begin);
   return t;
 }
 
@@ -103,7 +109,7 @@ DType parse_dtype(const std::string& name, const std::string& origin) {
     if (name == e.name) return e.dtype;
     names.push_back(e.name);
   }
-  fail("{}: dtype '{}' is not supported; supported: {}", origin, name, text::join(names, ", "));
+  fail("{}: dtype '{}' is not supported; supported: {}", origin, text::printable(name), text::join(names, ", "));
 }
 
 int64_t TensorInfo::numel() const {
@@ -142,7 +148,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t file_s
     if (it.key() == "__metadata__") {
       if (!it->is_object()) fail("{}: __metadata__ must be an object of strings", origin);
       for (auto m = it->begin(); m != it->end(); ++m) {
-        if (!m->is_string()) fail("{}: __metadata__ value of '{}' must be a string", origin, m.key());
+        if (!m->is_string()) fail("{}: __metadata__ value of '{}' must be a string", origin, text::printable(m.key()));
         out.metadata[m.key()] = m->get<std::string>();
       }
       continue;
@@ -150,8 +156,8 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t file_s
     check_name(it.key(), origin);
     TensorInfo t = parse_entry(it.key(), *it, origin);
     if (t.end > data_size)
-      fail("{}: tensor '{}': data_offsets [{}, {}] run past the {} bytes of data (truncated file?)", origin, t.name,
-           t.begin, t.end, data_size);
+      fail("{}: tensor '{}': data_offsets [{}, {}] run past the {} bytes of data (truncated file?)", origin,
+           text::printable(t.name), t.begin, t.end, data_size);
     out.tensors.push_back(std::move(t));
   }
   std::sort(out.tensors.begin(), out.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
@@ -161,8 +167,8 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t file_s
     const auto& a = out.tensors[i - 1];
     const auto& b = out.tensors[i];
     if (b.begin < a.end && b.nbytes() > 0 && a.nbytes() > 0)
-      fail("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", origin, a.name, a.begin, a.end, b.name, b.begin,
-           b.end);
+      fail("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", origin, text::printable(a.name), a.begin, a.end,
+           text::printable(b.name), b.begin, b.end);
   }
   return out;
 }
@@ -212,7 +218,8 @@ SafetensorsModel::SafetensorsModel(const std::filesystem::path& dir_or_file) : o
     for (const auto& name : *only) {
       const TensorInfo* t = files_.back()->find(name);
       if (!t)
-        fail("{}: the index maps '{}' to {}, which does not hold it (incomplete download?)", origin_, name, p.string());
+        fail("{}: the index maps '{}' to {}, which does not hold it (incomplete download?)", origin_,
+             text::printable(name), p.string());
       where_[name] = {idx, t};
     }
   };
@@ -235,16 +242,17 @@ SafetensorsModel::SafetensorsModel(const std::filesystem::path& dir_or_file) : o
       fail("{}: expected an object with a 'weight_map' {{tensor name: shard file}}", index.string());
     std::map<std::string, std::vector<std::string>> by_file;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it->is_string()) fail("{}: weight_map['{}'] must be a file name", index.string(), it.key());
+      if (!it->is_string()) fail("{}: weight_map['{}'] must be a file name", index.string(), text::printable(it.key()));
       const std::string f = it->get<std::string>();
       // Shards must be plain names inside the model directory: a hostile index cannot point elsewhere.
       if (f.empty() || f.find('/') != std::string::npos || f == "." || f == ".." || !text::ends_with(f, ".safetensors"))
         fail("{}: weight_map['{}'] = '{}' is not a .safetensors file name inside the model directory", index.string(),
-             it.key(), f);
+             text::printable(it.key()), text::printable(f));
       by_file[f].push_back(it.key());
     }
     for (const auto& [f, names] : by_file) {
-      if (!stdfs::exists(dir_or_file / f)) fail("{}: shard {} listed in the index is missing", origin_, f);
+      if (!stdfs::exists(dir_or_file / f))
+        fail("{}: shard {} listed in the index is missing", origin_, text::printable(f));
       add_file(dir_or_file / f, &names);
     }
     return;
@@ -276,20 +284,61 @@ std::vector<std::string> SafetensorsModel::names() const {
 
 const TensorInfo& SafetensorsModel::info(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail("{}: no tensor named '{}'", origin_, name);
+  if (it == where_.end()) fail("{}: no tensor named '{}'", origin_, text::printable(name));
   return *it->second.second;
 }
 
 const uint8_t* SafetensorsModel::data(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail("{}: no tensor named '{}'", origin_, name);
+  if (it == where_.end()) fail("{}: no tensor named '{}'", origin_, text::printable(name));
   return files_[it->second.first]->data(*it->second.second);
 }
 
 const std::string& SafetensorsModel::file_of(const std::string& name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail("{}: no tensor named '{}'", origin_, name);
+  if (it == where_.end()) fail("{}: no tensor named '{}'", origin_, text::printable(name));
   return files_[it->second.first]->path();
+}
+
+bool is_float_dtype(DType d) { return d == DType::kF16 || d == DType::kBF16 || d == DType::kF32 || d == DType::kF64; }
+
+void require_float_weight(const SafetensorsModel& model, const std::string& name) {
+  const TensorInfo& t = model.info(name);
+  if (is_float_dtype(t.dtype)) return;
+  fail(
+      "{}: tensor '{}' has dtype {}, but a model weight must be floating-point (F16, BF16, F32 or F64); "
+      "converting {} values to float would load a wrong model without a word. Quantized checkpoints (int8, GPTQ, "
+      "AWQ) cannot be trained by zlora: use the unquantized model",
+      model.file_of(name), text::printable(name), dtype_name(t.dtype), dtype_name(t.dtype));
+}
+
+void require_declared_layers(const SafetensorsModel& model, int64_t num_hidden_layers,
+                             const std::string& config_origin) {
+  static const std::string kPrefix = "model.layers.";
+  std::vector<std::pair<int64_t, std::string>> extra;  // (layer, name)
+  for (const std::string& name : model.names()) {
+    if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+    size_t end = kPrefix.size();
+    while (end < name.size() && end < kPrefix.size() + 9 && name[end] >= '0' && name[end] <= '9') ++end;
+    if (end == kPrefix.size() || end >= name.size() || name[end] != '.') continue;
+    const int64_t layer = std::stoll(name.substr(kPrefix.size(), end - kPrefix.size()));
+    if (layer >= num_hidden_layers) extra.emplace_back(layer, name);
+  }
+  if (extra.empty()) return;
+  std::sort(extra.begin(), extra.end());
+  constexpr size_t kShown = 4;
+  std::vector<std::string> shown;
+  for (size_t i = 0; i < extra.size() && i < kShown; ++i) shown.push_back(text::printable(extra[i].second));
+  const std::string more = extra.size() > kShown ? fmt::format(" and {} more", extra.size() - kShown) : "";
+  const std::string layers = extra.front().first == extra.back().first
+                                 ? fmt::format("layer {}", extra.front().first)
+                                 : fmt::format("layers {} to {}", extra.front().first, extra.back().first);
+  fail(
+      "{}: {} tensor(s) belong to decoder {}, which {} does not declare (num_hidden_layers {}: layers 0 to {}): "
+      "{}{}. The weights and config.json disagree (another model's config.json, or an incomplete conversion); use "
+      "the config.json saved with these weights",
+      model.origin(), extra.size(), layers, config_origin, num_hidden_layers, num_hidden_layers - 1,
+      text::join(shown, ", "), more);
 }
 
 std::string serialize_safetensors(const std::vector<TensorBytes>& tensors,

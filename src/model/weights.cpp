@@ -84,6 +84,7 @@ at::ScalarType parse_compute_dtype(const std::string& name) {
 at::Tensor load_flat_range(const SafetensorsModel& model, const std::string& name, int64_t begin, int64_t end,
                            const at::TensorOptions& options) {
   const TensorInfo& info = model.info(name);
+  if (options.dtype_opt() && at::isFloatingType(options.dtype().toScalarType())) require_float_weight(model, name);
   const int64_t numel = info.numel();
   if (begin < 0 || end < begin || end > numel)
     fail("{}: element range [{}, {}) is outside tensor '{}' of {} elements", model.origin(), begin, end, name, numel);
@@ -173,6 +174,14 @@ at::Tensor UnitWeights::get_optional(const std::string& name) const {
 ResidentWeightStore::ResidentWeightStore(const ModelConfig& config, const SafetensorsModel& model, at::Device device,
                                          at::ScalarType dtype)
     : config_(config), device_(device), dtype_(dtype) {
+  {
+    // The config.json beside the weights, as the messages name it.
+    std::error_code ec;
+    const std::filesystem::path origin = model.origin();
+    require_declared_layers(
+        model, config.num_hidden_layers,
+        ((std::filesystem::is_directory(origin, ec) ? origin : origin.parent_path()) / "config.json").string());
+  }
   std::map<std::string, at::Tensor> tensors;
   std::vector<std::string> missing;
   for (int64_t u = 0; u < config.num_units(); ++u) {

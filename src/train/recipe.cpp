@@ -86,6 +86,9 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   // ---- 3. frozen base weights
   const stdfs::path model_dir = c.model.model_name_or_path;
   mcfg_ = model::load_model_config(model_dir);
+  if (const std::string w = model::cutoff_len_warning(mcfg_, c.data.cutoff_len, (model_dir / "config.json").string());
+      !w.empty())
+    log::warn("{}", w);
   if (stdfs::exists(model_dir / "tokenizer.json"))
     store_->require_compatible(sha256_file((model_dir / "tokenizer.json").string()),
                                c.data.template_name.value_or(store_->meta().template_name));
@@ -101,6 +104,8 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   }
   st_ = std::make_unique<model::SafetensorsModel>(model_dir);
   if (c.dist.zero_stage == 3) {
+    // The resident store checks this itself; ZeRO-3 reads shards of the same files.
+    model::require_declared_layers(*st_, mcfg_.num_hidden_layers, (model_dir / "config.json").string());
     auto z3 = std::make_unique<Zero3WeightStore>(mcfg_, *st_, *comm_, device_, dtype_, c.dist.stage3_prefetch_layers);
     log::info("ZeRO-3: this rank keeps {} base-model elements (its shard)", z3->local_numel());
     weights_ = std::move(z3);

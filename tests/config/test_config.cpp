@@ -1,5 +1,5 @@
 // Config loading: YAML + flags + DeepSpeed JSON, LLaMA-Factory forms, and error messages.
-#include "test_util.h"
+#include "test_data_util.h"
 #include "zlora/config/load.h"
 #include "zlora/core/error.h"
 
@@ -148,7 +148,83 @@ TEST(Config, MalformedYamlNamesLine) {
   EXPECT_NE(msg.find("nested mapping"), std::string::npos) << msg;
 }
 
+// adam_epsilon 0 used to be accepted (the schema's range is [0, 1]) and then reported as "loss
+// diverged": refused at once with the valid range, from a flag, a YAML file or a DeepSpeed JSON.
+TEST(Config, AdamEpsilonMustBeAboveZero) {
+  std::string msg = error_of([&] { load_train_config(with_base({"--adam_epsilon", "0"})); });
+  EXPECT_NE(msg.find("adam_epsilon 0.0 (flag --adam_epsilon) must be above 0 and at most 1 (the range is (0, 1]"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] { load_train_config(with_base({"--adam_epsilon", "-1e-8"})); });
+  EXPECT_NE(msg.find("'adam_epsilon' (flag --adam_epsilon) is -1e-08, but it must be between 0 and 1"),
+            std::string::npos)
+      << msg;
+  TempDir dir;
+  write_file(dir / "c.yaml", "model_name_or_path: /m\ndataset: a\nadam_epsilon: 0.0\n");
+  msg = error_of([&] { load_train_config({(dir / "c.yaml").string()}); });
+  EXPECT_NE(msg.find("adam_epsilon 0.0 (" + (dir / "c.yaml").string() + ":3:1) must be above 0"), std::string::npos)
+      << msg;
+  write_file(dir / "ds.json", R"({"optimizer": {"type": "AdamW", "params": {"eps": 0}}})");
+  msg = error_of([&] { load_train_config(with_base({"--deepspeed", (dir / "ds.json").string()})); });
+  EXPECT_NE(msg.find("adam_epsilon 0.0 (" + (dir / "ds.json").string() + ": optimizer.params.eps) must be above 0"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(load_train_config(with_base({"--adam_epsilon", "1e-6"})).cfg.training.adam_epsilon, 1e-6);
+}
+
+// A mapping where an option's value should be, or nesting deeper than yaml-cpp's limit (whose own message
+// is "bad file"), names the option and the file.
+TEST(Config, NestedYamlNamesTheOptionAndFile) {
+  TempDir dir;
+  const std::string path = (dir / "c.yaml").string();
+  write_file(path, "model_name_or_path: /m\ndataset: a\nlearning_rate: {value: 1e-4}\n");
+  std::string msg = error_of([&] { load_train_config({path}); });
+  EXPECT_NE(msg.find("option 'learning_rate' (" + path + ":3:1) has a nested mapping as its value"), std::string::npos)
+      << msg;
+  write_file(path, "model_name_or_path: /m\ndataset:\n  - a\n  - {name: b}\n");
+  msg = error_of([&] { load_train_config({path}); });
+  EXPECT_NE(msg.find("option 'dataset' (" + path + ":4:5) must be a list of plain values, found a mapping in it"),
+            std::string::npos)
+      << msg;
+  // 5000 levels of flow lists, 3000 of flow mappings, a block mapping 300 deep: no crash, the option named.
+  write_file(path, "model_name_or_path: /m\nlora_target: " + std::string(5000, '[') + std::string(5000, ']') + "\n");
+  msg = error_of([&] { load_train_config({path}); });
+  EXPECT_NE(msg.find("config file " + path + ":2:"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("the value of option 'lora_target' is nested more than "), std::string::npos) << msg;
+  std::string deep = "model_name_or_path: /m\n\nlearning_rate: ";
+  for (int i = 0; i < 3000; ++i) deep += "{a: ";
+  write_file(path, deep + "1" + std::string(3000, '}') + "\n");
+  msg = error_of([&] { load_train_config({path}); });
+  EXPECT_NE(msg.find("the value of option 'learning_rate' is nested more than"), std::string::npos) << msg;
+  std::string block = "dataset: a\nlearning_rate:\n";
+  for (int i = 1; i <= 300; ++i) block += std::string(2 * size_t(i), ' ') + "k" + std::to_string(i) + ":\n";
+  write_file(path, block + std::string(602, ' ') + "v: 1\n");
+  msg = error_of([&] { load_train_config({path}); });
+  EXPECT_NE(msg.find("option 'learning_rate' (" + path + ":2:1) has a nested mapping"), std::string::npos) << msg;
+  std::string lists;  // a file that is one list nested 3000 deep: no option to name
+  for (int i = 0; i < 3000; ++i) lists += "- ";
+  write_file(path, lists + "x\n");
+  msg = error_of([&] { load_train_config({path}); });
+  EXPECT_NE(msg.find("a value is nested more than"), std::string::npos) << msg;
+}
+
+// Keys and values read from a config file are quoted escaped in errors.
+TEST(Config, ErrorsQuoteFileContentsPrintably) {
+  TempDir dir;
+  const std::string path = (dir / "c.yaml").string();
+  write_file(path, "model_name_or_path: /m\n\"lr\\e[2J\": 1\n");
+  std::string msg = error_of([&] { load_train_config({path}); });
+  EXPECT_NE(msg.find("config file " + path + ":2:1: option name 'lr\\x1B[2J' is not a plain word"), std::string::npos)
+      << msg;
+  EXPECT_EQ(msg.find('\x1b'), std::string::npos) << msg;
+  write_file(path, "model_name_or_path: /m\ndataset: a\nlearning_rate: \"1e-4\\e]0;x\\a\"\n");
+  msg = error_of([&] { load_train_config({path}); });
+  EXPECT_NE(msg.find("expects a number, got '1e-4\\x1B]0;x\\x07'"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\x1b'), std::string::npos) << msg;
+}
+
 TEST(Config, SeedDeepSpeedFilesLoad) {
+  ZLORA_SKIP_WITHOUT_SHARED("seed/ds_config_zero1.json", "this test loads the seed's own DeepSpeed files");
   auto seed = zlora::test::shared_dir() / "seed";
   auto z1 = load_train_config(with_base({"--deepspeed", (seed / "ds_config_zero1.json").string(),
                                          "--gradient_accumulation_steps", "4", "--learning_rate", "5e-5"}));
@@ -175,15 +251,16 @@ TEST(Config, SeedDeepSpeedFilesLoad) {
 }
 
 TEST(Config, DeepSpeedConflictWithFlagIsAnError) {
-  auto seed = zlora::test::shared_dir() / "seed";
+  TempDir dir;
+  write_file(dir / "ds.json", R"({"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 4})");
   std::string msg = error_of([&] {
-    load_train_config(
-        with_base({"--deepspeed", (seed / "ds_config_zero2.json").string(), "--gradient_accumulation_steps", "8"}));
+    load_train_config(with_base({"--deepspeed", (dir / "ds.json").string(), "--gradient_accumulation_steps", "8"}));
   });
   EXPECT_NE(msg.find("gradient_accumulation_steps"), std::string::npos) << msg;
   EXPECT_NE(msg.find("make them agree"), std::string::npos) << msg;
   msg = error_of([&] {
-    load_train_config(with_base({"--deepspeed", (seed / "ds_config_zero1.json").string(), "--zero_stage", "2"}));
+    load_train_config(with_base(
+        {"--deepspeed", (zlora::test::source_dir() / "configs/deepspeed/ds_z1.json").string(), "--zero_stage", "2"}));
   });
   EXPECT_NE(msg.find("zero_optimization.stage"), std::string::npos) << msg;
 }
@@ -203,6 +280,7 @@ TEST(Config, MalformedDeepSpeedJsonNamesLineAndColumn) {
 }
 
 TEST(Config, SeedCommandLinesParseUnchanged) {
+  ZLORA_SKIP_WITHOUT_SHARED("seed/train_commands.sh", "this test parses the seed's own launch lines");
   auto lines = seed_command_lines();
   ASSERT_EQ(lines.size(), 2u);
   auto z1 = load_train_config(lines[0]);
@@ -232,6 +310,11 @@ TEST(Config, PrintConfigRendersOrigins) {
 }
 
 TEST(Config, ExportConfigSeedYaml) {
+  std::string msg = error_of([&] {
+    load_export_config({"--model_name_or_path", "m", "--export_dir", "o", "--export_legacy_format", "true"});
+  });
+  EXPECT_NE(msg.find("pickle"), std::string::npos) << msg;
+  ZLORA_SKIP_WITHOUT_SHARED("seed/llama3_lora_sft_qwen.yaml", "the rest of this test loads the seed's own export YAML");
   auto r = load_export_config({(zlora::test::shared_dir() / "seed" / "llama3_lora_sft_qwen.yaml").string()});
   EXPECT_EQ(r.cfg.export_dir, "output/llama3_lora_sft_qwen");
   EXPECT_EQ(r.cfg.export_size, 5);
@@ -240,10 +323,6 @@ TEST(Config, ExportConfigSeedYaml) {
   bool noted = false;
   for (const auto& w : r.warnings) noted |= w.find("never runs code") != std::string::npos;
   EXPECT_TRUE(noted);
-  std::string msg = error_of([&] {
-    load_export_config({"--model_name_or_path", "m", "--export_dir", "o", "--export_legacy_format", "true"});
-  });
-  EXPECT_NE(msg.find("pickle"), std::string::npos) << msg;
 }
 
 TEST(Config, ShippedConfigsLoad) {

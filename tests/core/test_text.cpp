@@ -31,6 +31,37 @@ TEST(Text, Suggestions) {
   EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
 }
 
+// Untrusted bytes quoted in an error: printable UTF-8 (Chinese included) kept, controls, bidi overrides
+// and invalid bytes escaped, long input cut at a character boundary with the rest counted.
+TEST(Text, PrintableEscapesWhatATerminalWouldInterpret) {
+  EXPECT_EQ(printable("plain C:\\path"), "plain C:\\path");
+  EXPECT_EQ(printable("甄嬛传 🍵"), "甄嬛传 🍵");
+  EXPECT_EQ(printable("a\nb\tc\rd"), "a\\nb\\tc\\rd");
+  EXPECT_EQ(printable("\x1b[31mred\x07\x7f"), "\\x1B[31mred\\x07\\x7F");
+  EXPECT_EQ(printable("\xc2\x9b"), "\\u{009B}");  // C1 CSI
+  EXPECT_EQ(printable("x\xe2\x80\xae"
+                      "y"),
+            "x\\u{202E}y");                                 // right-to-left override
+  EXPECT_EQ(printable("\xe2\x80\xa8"), "\\u{2028}");        // line separator
+  EXPECT_EQ(printable("\xff\xfe"), "\\xFF\\xFE");           // not UTF-8
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xED\\xA0\\x80");  // a surrogate
+  EXPECT_EQ(printable("\xc0\xaf"), "\\xC0\\xAF");           // overlong '/'
+  EXPECT_EQ(printable(std::string(1, '\0')), "\\x00");
+  const std::string many(1000, 'a');
+  EXPECT_EQ(printable(many), std::string(kMaxExcerptBytes, 'a') + "... (880 more bytes)");
+  EXPECT_EQ(printable("甄嬛", 4), "甄... (3 more bytes)");  // never half a character
+  EXPECT_EQ(printable("abc", 3), "abc");
+}
+
+TEST(Text, Utf8SequenceLength) {
+  EXPECT_EQ(utf8_sequence_length("a", 0), 1u);
+  EXPECT_EQ(utf8_sequence_length("\xc3\xa9", 0), 2u);
+  EXPECT_EQ(utf8_sequence_length("甄", 0), 3u);
+  EXPECT_EQ(utf8_sequence_length("🍵", 0), 4u);
+  EXPECT_EQ(utf8_sequence_length("\xe7\x94", 0), 0u);          // cut short
+  EXPECT_EQ(utf8_sequence_length("\xf5\x80\x80\x80", 0), 0u);  // above U+10FFFF
+}
+
 #include "test_util.h"
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"

@@ -230,6 +230,16 @@ TEST(Registry, Errors) {
   EXPECT_HAS(e, "cannot find valid samples");
   EXPECT_HAS(error_of([&] { load_datasets(args_for(dir, "gone")); }), "gone.json not found");
   EXPECT_HAS(error_of([&] { load_datasets(args_for(dir, "csv")); }), "allowed file types: json, jsonl");
+  // Names read from dataset_info.json and from the data are quoted escaped.
+  write_file(dir / "dataset_info.json", R"({"esc\u001b[2J": {"file_name": "id.json", "formatting": "alpaca\u0007"},)"
+                                        R"( "cols2": {"file_name": "id.json", "columns": {"prompt": "q\u009b"}}})");
+  e = error_of([&] { load_datasets(args_for(dir, "esc\x1b[2J")); });
+  EXPECT_HAS(e, "dataset 'esc\\x1B[2J': formatting 'alpaca\\x07' is not supported");
+  EXPECT_EQ(e.find('\x1b'), std::string::npos) << e;
+  write_file(dir / "dataset_info.json", R"({"cols2": {"file_name": "id.json", "columns": {"prompt": "q\u009b"}}})");
+  e = error_of([&] { load_datasets(args_for(dir, "cols2")); });
+  EXPECT_HAS(e, "column 'q\\u{009B}' (prompt) is missing");
+  EXPECT_HAS(e, "mapping in use: alpaca {prompt=q\\u{009B}");
   TempDir empty;
   EXPECT_HAS(error_of([&] { load_datasets(args_for(empty, "x")); }), "dataset_info.json: no such file");
   write_file(empty / "dataset_info.json", "{\"x\": {\"file_name\": \"x.json\"},\n \"y\": }");

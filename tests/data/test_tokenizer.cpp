@@ -3,6 +3,7 @@
 #include "data_test_util.h"
 
 #include "zlora/core/error.h"
+#include "zlora/core/text.h"
 #include "zlora/data/tokenizer.h"
 
 #include <nlohmann/json.hpp>
@@ -108,6 +109,41 @@ TEST(Tokenizer, DecodeInvalidUtf8BytesBecomeReplacementCharacter) {
   ASSERT_EQ(tok.decode(ids), bytes);
   std::vector<int32_t> first_byte{*tok.token_to_id("\xC3\xA4")};  // byte 0xE4 as its GPT-2 character 'ä'
   EXPECT_EQ(tok.decode(first_byte), "\xEF\xBF\xBD");
+}
+
+// Bytes of a garbage tokenizer.json are quoted escaped: no terminal escape sequence, C1 control or invalid
+// UTF-8 reaches the terminal through an error (they used to be echoed as they were).
+TEST(Tokenizer, GarbageFilesAreQuotedPrintably) {
+  TempDir dir;
+  auto message_for = [&](const std::string& body) {
+    test::write_file(dir / "tokenizer.json", body);
+    try {
+      Tokenizer::load(dir.path());
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no error>");
+  };
+  auto expect_clean = [](const std::string& msg) {
+    for (unsigned char c : msg) EXPECT_TRUE(c >= 0x20 && c != 0x7F) << "raw byte " << int(c) << " in: " << msg;
+    EXPECT_EQ(text::printable(msg, msg.size()), msg) << msg;  // nothing left to escape
+  };
+  // A binary file: nlohmann's message quotes what it read.
+  std::string garbage = "\x1b]0;owned\x07\x9b\xff\xfe binary";
+  std::string msg = message_for(garbage);
+  EXPECT_NE(msg.find("malformed JSON"), std::string::npos) << msg;
+  expect_clean(msg);
+  // A literal that runs into control bytes and invalid UTF-8.
+  msg = message_for("{\"model\": tru\x1b[2J\xc3\x28");
+  EXPECT_NE(msg.find("tokenizer.json:1:"), std::string::npos) << msg;
+  expect_clean(msg);
+  // Strings of a well-formed file that hold escapes: the model type, a pre-tokenizer, a merge.
+  msg = message_for(R"({"model": {"type": "BPE\u001b[31m", "vocab": {}}})");
+  EXPECT_NE(msg.find("model type 'BPE\\x1B[31m' is not supported"), std::string::npos) << msg;
+  expect_clean(msg);
+  msg = message_for(R"({"model": {"type": "BPE", "vocab": {"a\u009b": "x"}, "merges": []}})");
+  EXPECT_NE(msg.find("model.vocab['a\\u{009B}'] must be a token id"), std::string::npos) << msg;
+  expect_clean(msg);
 }
 
 TEST(Tokenizer, Errors) {

@@ -1,6 +1,6 @@
 // The Ollama Modelfile and stop tokens (torch-free): LLaMA-Factory's text for qwen, read from the
 // reference notes (../shared/reference/llamafactory.md §4), and its llama3 layout; CPython's set order.
-#include "test_util.h"
+#include "test_data_util.h"
 #include "zlora/data/template.h"
 #include "zlora/export/merge.h"
 #include "zlora/export/modelfile.h"
@@ -42,6 +42,9 @@ ze::TokenInfo llama3_tokens() {
 }  // namespace
 
 TEST(Modelfile, QwenEqualsLlamaFactoryText) {
+  ZLORA_SKIP_WITHOUT_SHARED(
+      "reference/llamafactory.md",
+      "this test compares with LLaMA-Factory's Modelfile text quoted in the seed's reference notes");
   const std::string expected = reference_qwen_modelfile();
   ASSERT_FALSE(expected.empty());
   EXPECT_EQ(ze::ollama_modelfile(zd::find_template("qwen"), qwen_tokens()), expected);

@@ -38,6 +38,22 @@ void write(const std::filesystem::path& path, const std::vector<std::vector<int3
               uintmax_t(std::filesystem::file_size(path)));
 }
 
+// A dataset's source record as format 2 writes it (hashes, sizes and times made up).
+zlora::data::StoreSource source(const char* name, std::vector<std::string> files, int64_t rows, int64_t invalid) {
+  zlora::data::StoreSource s;
+  s.name = name;
+  s.dataset_info = std::string(R"({"file_name":")") + files.front() + "\"}";
+  for (size_t i = 0; i < files.size(); ++i) {
+    s.sha256s.push_back(std::string(64, char('a' + i)));
+    s.sizes.push_back(int64_t(1000 + i));
+    s.mtimes_ns.push_back(int64_t(1700000000000000000) + int64_t(i));
+  }
+  s.files = std::move(files);
+  s.rows = rows;
+  s.invalid = invalid;
+  return s;
+}
+
 StoreMeta meta(int64_t vocab, const char* tmpl) {
   StoreMeta m;
   m.zlora_version = "0.1.0";
@@ -45,7 +61,9 @@ StoreMeta meta(int64_t vocab, const char* tmpl) {
   m.vocab_size = vocab;
   m.template_name = tmpl;
   m.cutoff_len = 2048;
-  m.sources.push_back({"demo_identity", {"configs/demo-data/demo_identity.json"}, {std::string(64, 'a')}, 3, 0});
+  m.made_by = zlora::data::kMadeByPrepare;
+  m.dataset_dir = "configs/demo-data";
+  m.sources.push_back(source("demo_identity", {"demo_identity.json"}, 3, 0));
   return m;
 }
 
@@ -156,7 +174,11 @@ int main(int argc, char** argv) {
     StoreMeta two = meta(151665, "llama3");
     two.train_on_prompt = true;
     two.num_dropped = 2;
-    two.sources.push_back({"alpaca", {"a.jsonl", "b.jsonl"}, {std::string(64, 'b'), std::string(64, 'c')}, 10, 2});
+    two.default_system = "You are a helpful assistant.";
+    two.max_samples = 10;
+    two.tokenizer_config_sha256 = std::string(64, 'e');
+    two.made_by = zlora::data::kMadeByTrain;
+    two.sources.push_back(source("alpaca", {"a.jsonl", "b.jsonl"}, 10, 2));
     write(dir / "empty-sample-two-sources.h5", {{151643, 151644, 9707}, {}, {151645}}, false, two);
     // More tokens than one chunk (2^16), so the datasets span two chunks: repetitive, so it stays small.
     std::vector<std::vector<int32_t>> many;

@@ -301,6 +301,40 @@ TEST(WeightStore, MissingOrMisshapenTensorsAreErrors) {
                {"lm_head.weight", "tie_word_embeddings"});
 }
 
+// Model files that disagree with config.json are refused where the weights are loaded: an integer
+// weight (by every loader, ZeRO-3's slices included) and tensors of layers config.json does not declare.
+TEST(WeightStore, ModelFilesThatDisagreeWithConfigJsonAreRefused) {
+  const Golden& g = golden_model("qwen2");
+  zm::SafetensorsModel st(golden("qwen2"));
+  // The golden model with one weight stored as I32.
+  TempDir dir;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& n : st.names()) {
+    at::Tensor t = zm::load_tensor(st, n, at::TensorOptions());
+    tensors.emplace_back(n, n == "model.layers.1.mlp.gate_proj.weight" ? t.to(at::kInt) : t);
+  }
+  zm::save_tensors(dir / "model.safetensors", tensors);
+  zm::SafetensorsModel bad(dir.path());
+  const std::string file = (dir / "model.safetensors").string();
+  expect_error([&] { zm::ResidentWeightStore s(g.config, bad, at::kCPU, at::kFloat); },
+               {file, "model.layers.1.mlp.gate_proj.weight", "dtype I32", "F16, BF16, F32 or F64"});
+  expect_error(
+      [&] {
+        zm::load_flat_range(bad, "model.layers.1.mlp.gate_proj.weight", 0, 4, at::TensorOptions().dtype(at::kFloat));
+      },
+      {file, "dtype I32"});
+  // Read as it is stored (no conversion to a float), an integer tensor is still readable.
+  EXPECT_EQ(zm::load_tensor(bad, "model.layers.1.mlp.gate_proj.weight", at::TensorOptions()).scalar_type(), at::kInt);
+
+  // config.json declaring fewer layers than the files hold.
+  zm::ModelConfig fewer = g.config;
+  ASSERT_GE(fewer.num_hidden_layers, 2);
+  fewer.num_hidden_layers = 1;
+  expect_error([&] { zm::ResidentWeightStore s(fewer, st, at::kCPU, at::kFloat); },
+               {"belong to decoder layer 1", (golden("qwen2") / "config.json").string(), "num_hidden_layers 1",
+                "model.layers.1.input_layernorm.weight"});
+}
+
 TEST(TensorIo, SlicesConversionsAndRoundTrip) {
   const Golden& g = golden_model("qwen2");
   zm::SafetensorsModel st(golden("qwen2"));

@@ -276,3 +276,93 @@ TEST(Safetensors, PickleOnlyDirectoriesAreRefusedWithTheConversion) {
   expect_error([&] { zm::SafetensorsModel m(empty.path()); }, {"no model.safetensors"});
   expect_error([&] { zm::SafetensorsModel m(dir / "pytorch_model.bin"); }, {"safetensors format only"});
 }
+
+// ---- model files against config.json ----------------------------------------------------------
+
+// An integer or BOOL tensor where a float weight is expected is refused naming the file, the tensor, its
+// dtype and the float dtypes accepted (it used to be converted to float without a word).
+TEST(ModelFiles, IntegerWeightsAreRefusedNamingFileTensorAndDtype) {
+  TempDir dir;
+  // Hand-written: one F32, one BF16 weight and each integer dtype the format has.
+  std::string header = R"({"f":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                       R"("h":{"dtype":"BF16","shape":[2],"data_offsets":[8,12]},)"
+                       R"("model.layers.0.mlp.up_proj.weight":{"dtype":"I32","shape":[2],"data_offsets":[12,20]},)"
+                       R"("i8":{"dtype":"I8","shape":[4],"data_offsets":[20,24]},)"
+                       R"("i16":{"dtype":"I16","shape":[2],"data_offsets":[24,28]},)"
+                       R"("i64":{"dtype":"I64","shape":[1],"data_offsets":[28,36]},)"
+                       R"("u8":{"dtype":"U8","shape":[4],"data_offsets":[36,40]},)"
+                       R"("b":{"dtype":"BOOL","shape":[4],"data_offsets":[40,44]}})";
+  zlora::test::write_file(dir / "model.safetensors", raw_file(header, 44));
+  zm::SafetensorsModel m(dir.path());
+  EXPECT_NO_THROW(zm::require_float_weight(m, "f"));
+  EXPECT_NO_THROW(zm::require_float_weight(m, "h"));
+  expect_error([&] { zm::require_float_weight(m, "model.layers.0.mlp.up_proj.weight"); },
+               {(dir / "model.safetensors").string(), "tensor 'model.layers.0.mlp.up_proj.weight'", "dtype I32",
+                "floating-point (F16, BF16, F32 or F64)"});
+  for (const char* name : {"i8", "i16", "i64", "u8", "b"}) {
+    const std::string dtype = zm::dtype_name(m.info(name).dtype);
+    expect_error([&] { zm::require_float_weight(m, name); },
+                 {"tensor '" + std::string(name) + "'", "dtype " + dtype, "F16, BF16, F32 or F64"});
+  }
+  EXPECT_TRUE(zm::is_float_dtype(zm::DType::kF64));
+  EXPECT_FALSE(zm::is_float_dtype(zm::DType::kU16));
+}
+
+// Tensors of layers config.json does not declare are refused naming the first few, their count, the
+// layers and config.json's num_hidden_layers (they used to be dropped without a word).
+TEST(ModelFiles, TensorsOfUndeclaredLayersAreRefused) {
+  TempDir dir;
+  std::vector<float> one = {1.0f};
+  std::vector<zm::TensorBytes> tensors;
+  std::vector<std::string> names;
+  for (int layer = 0; layer < 6; ++layer)
+    for (const char* local : {"input_layernorm.weight", "mlp.down_proj.weight", "self_attn.q_proj.weight"})
+      names.push_back("model.layers." + std::to_string(layer) + "." + local);
+  names.push_back("model.layers.extra.weight");  // not a layer index: not a layer's tensor
+  names.push_back("model.norm.weight");
+  for (const auto& n : names) tensors.push_back({n, zm::DType::kF32, {1}, one.data(), 4});
+  zm::write_safetensors(dir / "model.safetensors", tensors);
+  zm::SafetensorsModel m(dir.path());
+  EXPECT_NO_THROW(zm::require_declared_layers(m, 6, "config.json"));
+  EXPECT_NO_THROW(zm::require_declared_layers(m, 8, "config.json"));  // fewer layers in the files: "missing"
+  expect_error([&] { zm::require_declared_layers(m, 4, (dir / "config.json").string()); },
+               {dir.path().string(), "6 tensor(s) belong to decoder layers 4 to 5",
+                (dir / "config.json").string() + " does not declare (num_hidden_layers 4: layers 0 to 3)",
+                "model.layers.4.input_layernorm.weight, model.layers.4.mlp.down_proj.weight, "
+                "model.layers.4.self_attn.q_proj.weight, model.layers.5.input_layernorm.weight and 2 more"});
+  // Layer 10 sorts after layer 9 by number, not by name; one layer is named as one.
+  tensors.push_back({"model.layers.10.mlp.up_proj.weight", zm::DType::kF32, {1}, one.data(), 4});
+  zm::write_safetensors(dir / "model.safetensors", tensors);
+  zm::SafetensorsModel m10(dir.path());
+  expect_error([&] { zm::require_declared_layers(m10, 6, "c.json"); },
+               {"1 tensor(s) belong to decoder layer 10, which c.json does not declare (num_hidden_layers 6: layers "
+                "0 to 5): model.layers.10.mlp.up_proj.weight."});
+}
+
+// Names and values a hostile header holds are quoted escaped: no terminal escape reaches the terminal.
+TEST(Safetensors, ErrorsQuoteHeaderContentsPrintably) {
+  const std::string msg = [&] {
+    try {
+      parse(raw_file("{\"w\\u001b]0;pwned\\u0007\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8));
+    } catch (const zlora::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no error>");
+  }();
+  EXPECT_NE(msg.find("tensor 'w\\x1B]0;pwned\\x07'"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\x1b'), std::string::npos) << msg;
+  expect_error([&] { parse(raw_file(R"({"w":{"dtype":"F8\u202e","shape":[1],"data_offsets":[0,1]}})", 1)); },
+               {"dtype 'F8\\u{202E}' is not supported"});
+}
+
+// config.json's strings are quoted escaped too.
+TEST(ModelConfig, ErrorsQuoteFileContentsPrintably) {
+  expect_error([] { zm::parse_model_config(R"({"model_type": "qwen\u001b[2J"})", "c.json"); },
+               {"model_type 'qwen\\x1B[2J' is not supported"});
+  expect_error(
+      [] {
+        zm::parse_model_config(R"({"model_type": "llama", "architectures": ["Evil\u0007"], "vocab_size": 1})",
+                               "c.json");
+      },
+      {"architecture \"Evil\\u0007\""});
+}

@@ -1,5 +1,5 @@
 // End to end through the zlora binary on the CPU: a tiny random Qwen2-shaped model with the real Qwen
-// tokenizer, the first samples of huanhuan.json, `zlora train` under mpiexec. Checks the issue's
+// tokenizer, generated alpaca samples, `zlora train` under mpiexec. Checks the issue's
 // promises on the real decoder, not a toy: N ranks x ZeRO stage (+ offload) give the single-process
 // LoRA weights; a run killed after a checkpoint and resumed ends bit-identical to an uninterrupted one;
 // a resume at another world size matches; the run's files are all there; pitfall 3 is refused.

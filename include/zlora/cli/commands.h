@@ -51,8 +51,9 @@ int run_config_reference(const Args& args, Session& session);
 int run_init_model(const Args& args, Session& session);
 
 // Tokenizes cfg's datasets into the HDF5 store cfg.output, all MPI ranks in parallel (starts MPI).
-// Shared by `zlora prepare` and `zlora train` (which prepares a missing store first).
-int prepare_store(const config::PrepareConfig& cfg, Session& session);
+// Shared by `zlora prepare` and `zlora train` (which prepares a missing store first); `made_by`
+// (data::kMadeByPrepare or kMadeByTrain) is recorded in the store.
+int prepare_store(const config::PrepareConfig& cfg, Session& session, const char* made_by);
 
 // True when `args` asks for help (-h / --help anywhere).
 bool wants_help(const Args& args);

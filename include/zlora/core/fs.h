@@ -37,6 +37,14 @@ std::string errno_message(int err);
 std::uintmax_t remove_tree(const std::filesystem::path& path, std::error_code& ec);
 std::uintmax_t remove_tree(const std::filesystem::path& path);  // fails naming the path and the reason
 
+// A file's size and modification time (nanoseconds since the epoch), from stat(2). The token store
+// records both beside each data file's SHA-256 so that a later run can skip re-hashing an unchanged file.
+struct FileStamp {
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+};
+FileStamp file_stamp(const std::filesystem::path& path);  // fails naming the path and the reason
+
 // A temporary sibling name for `path` unique to this process: "<name>.tmp.<pid>".
 std::filesystem::path temp_sibling(const std::filesystem::path& path);
 

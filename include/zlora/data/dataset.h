@@ -3,6 +3,7 @@
 #pragma once
 
 #include "zlora/config/args.h"
+#include "zlora/data/token_store.h"
 
 #include <nlohmann/json.hpp>
 
@@ -38,20 +39,12 @@ struct DatasetAttr {
   std::map<std::string, std::string> columns;  // role (prompt, query, ...) -> column name in the file
   std::map<std::string, std::string> tags;     // sharegpt tags (role_tag, user_tag, ...)
   bool explicit_query = false;                 // `columns.query` was written (else "input" may be absent)
-};
-
-// Where each dataset came from: recorded in the token store.
-struct SourceInfo {
-  std::string name;
-  std::vector<std::string> files;    // resolved paths, in load order
-  std::vector<std::string> sha256s;  // of each file
-  int64_t rows = 0;                  // rows read (after max_samples)
-  int64_t invalid = 0;               // rows dropped as abnormal (LLaMA-Factory's "Skipping this abnormal example")
+  std::string entry;                           // the entry as canonical JSON (sorted keys, compact): provenance
 };
 
 struct LoadedData {
-  std::vector<Conversation> rows;  // valid rows of every dataset, in --dataset order then file order
-  std::vector<SourceInfo> sources;
+  std::vector<Conversation> rows;    // valid rows of every dataset, in --dataset order then file order
+  std::vector<StoreSource> sources;  // where each dataset came from: recorded in the token store
 };
 
 class DatasetRegistry {
@@ -70,11 +63,18 @@ class DatasetRegistry {
   std::filesystem::path info_path_;
   std::map<std::string, DatasetAttr> entries_;
   friend LoadedData load_datasets(const config::DataArgs& args);
+  friend std::vector<StoreSource> describe_sources(const config::DataArgs& args, const StoreMeta* known);
 };
 
 // Loads and converts every dataset of `args.dataset` (max_samples applied per dataset). Errors: an
 // undefined dataset, a missing or malformed file, a missing column; no valid row at all.
 LoadedData load_datasets(const config::DataArgs& args);
+
+// What load_datasets would record for `args.dataset` (rows and invalid left 0), without parsing the data
+// files: each dataset's entry and files, with each file's size, mtime and SHA-256. A file whose size and
+// mtime equal those `known` records for the same dataset and file name keeps `known`'s hash unread
+// (the store's provenance check at every start would otherwise re-hash gigabytes); any other is hashed.
+std::vector<StoreSource> describe_sources(const config::DataArgs& args, const StoreMeta* known = nullptr);
 
 // Refuses rows of one data file (`file` names it) in which no row has a column the mapping names.
 void check_columns(const DatasetAttr& attr, const std::vector<nlohmann::json>& rows, const std::string& file);

@@ -7,22 +7,39 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace zlora::data {
 
-constexpr int64_t kTokenStoreFormatVersion = 1;
+// Version 2 records the store's full provenance (what it was made from, below); version 1 stores still
+// open, with that provenance unknown.
+constexpr int64_t kTokenStoreFormatVersion = 2;
+constexpr int64_t kOldestTokenStoreFormatVersion = 1;
 
+// Who wrote a store (StoreMeta::made_by): `zlora train` may rebuild a store it made itself at its default
+// path when the run's data settings change; one made by `zlora prepare` is never replaced unasked.
+inline constexpr const char* kMadeByPrepare = "zlora prepare";
+inline constexpr const char* kMadeByTrain = "zlora train";
+
+// One dataset of --dataset: its files and, from format 2, what identifies them.
 struct StoreSource {
   std::string name;
-  std::vector<std::string> files;
-  std::vector<std::string> sha256s;
-  int64_t rows = 0;
-  int64_t invalid = 0;
+  std::vector<std::string> files;    // format 2: as dataset_info.json's file_name names them (a folder's files as
+                                     // "folder/file"); format 1: the paths read
+  std::vector<std::string> sha256s;  // of each file's bytes
+  int64_t rows = 0;                  // rows read (after max_samples)
+  int64_t invalid = 0;               // rows dropped as abnormal (LLaMA-Factory's "Skipping this abnormal example")
+  // Format 2 only (empty in a format-1 store):
+  std::string dataset_info;        // the dataset's dataset_info.json entry as canonical JSON (sorted keys, compact)
+  std::vector<int64_t> sizes;      // bytes of each file
+  std::vector<int64_t> mtimes_ns;  // each file's modification time when it was hashed (a later run skips
+                                   // re-hashing a file whose size and mtime are unchanged)
 };
 
-// The attributes of a store: what it was built from and how.
+// The attributes of a store: what it was built from and how (docs/data-format.md). The fields up to
+// `sources` are what a run's data settings are compared with (data/provenance.h).
 struct StoreMeta {
   int64_t format_version = kTokenStoreFormatVersion;
   std::string zlora_version;
@@ -33,10 +50,21 @@ struct StoreMeta {
   bool train_on_prompt = false;
   bool mask_history = false;
   std::vector<StoreSource> sources;
+  // Format 2 only (unset or empty in a format-1 store):
+  std::optional<std::string> default_system;  // --default_system, when given
+  std::optional<int64_t> max_samples;         // --max_samples, when given
+  std::string tokenizer_config_sha256;        // of tokenizer_config.json beside tokenizer.json; "" when absent
+  std::string made_by;                        // kMadeByPrepare or kMadeByTrain
+  std::string dataset_dir;                    // where the datasets were read (shown, not compared)
+  // Counts, filled by write_token_store from the data.
   int64_t num_samples = 0;
   int64_t num_tokens = 0;
   int64_t num_label_tokens = 0;  // labels != -100
   int64_t num_dropped = 0;       // rows dropped as abnormal
+
+  // False for a format-1 store: it did not record default_system, max_samples, the tokenizer config, the
+  // datasets' entries or their files' sizes, so what it was made from is unknown.
+  bool provenance_known() const { return format_version >= 2; }
 };
 
 struct StoredSample {

@@ -64,6 +64,14 @@ struct AddedToken {
   bool normalized = false;
 };
 
+// The files Tokenizer::load reads for `path` (a model directory holding tokenizer.json, or the
+// tokenizer.json file itself): tokenizer.json and the tokenizer_config.json beside it.
+struct TokenizerFiles {
+  std::filesystem::path tokenizer_json;
+  std::filesystem::path config_json;  // may not exist
+};
+TokenizerFiles tokenizer_files(const std::filesystem::path& path);
+
 class Tokenizer {
  public:
   // `path`: a model directory holding tokenizer.json (and optionally tokenizer_config.json, which names
@@ -90,6 +98,9 @@ class Tokenizer {
   std::optional<std::string> config_token(const std::string& name) const;
   // SHA-256 of tokenizer.json's bytes: the store records it, training compares it.
   const std::string& sha256() const;
+  // SHA-256 of the tokenizer_config.json that load() read beside it (it names bos/eos, which templates
+  // insert), "" when there was none.
+  const std::string& config_sha256() const;
   const std::string& origin() const;  // path or name it was loaded from
 
  private:

@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <functional>
 #include <string>
 
 namespace zlora::dist {
@@ -34,6 +35,12 @@ class MpiRuntime {
   int local_size_ = 1;
   MPI_Comm local_ = MPI_COMM_NULL;
 };
+
+// Runs `decide` on rank 0 of `comm` only and gives every rank its answer: the string it returned, or,
+// when it threw zlora::Error, that error, then thrown on every rank (so the job ends with rank 0's
+// message). For what must be decided once and agreed by all ranks: a file compared or hashed, a store
+// reused or rebuilt. Collective: every rank of `comm` must call it.
+std::string decide_on_root(MPI_Comm comm, const std::function<std::string()>& decide);
 
 // The launcher's rank for this process before MPI is initialised (OpenMPI, PMIx, PMI, Slurm), 0 when
 // not launched by one: lets errors found before MPI_Init be printed by rank 0 only.

@@ -59,4 +59,10 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& or
 // Reads `<model_dir>/config.json` (or the file itself when a file is given).
 ModelConfig load_model_config(const std::filesystem::path& model_dir_or_file);
 
+// The warning for samples of up to `cutoff_len` tokens on a model made for at most
+// max_position_embeddings positions (`origin` names its config.json), or "" when they fit. Not an error:
+// RoPE runs at any position, as transformers does, but quality beyond the trained context is the user's
+// risk, so it is said once at the start.
+std::string cutoff_len_warning(const ModelConfig& config, int64_t cutoff_len, const std::string& origin);
+
 }  // namespace zlora::model

@@ -96,6 +96,24 @@ class SafetensorsModel {
   std::map<std::string, std::pair<size_t, const TensorInfo*>> where_;
 };
 
+// ---- model files against config.json ------------------------------------------------------------
+
+// F16, BF16, F32, F64: the dtypes a model weight may have.
+bool is_float_dtype(DType d);
+
+// Refuses tensor `name` of `model` unless its dtype is floating-point, naming the file, the tensor, its
+// dtype and the accepted ones: an integer or BOOL weight (a quantized or mislabelled checkpoint)
+// converted to float would load as nonsense without a word. load_flat_range calls it for every
+// conversion to a floating dtype.
+void require_float_weight(const SafetensorsModel& model, const std::string& name);
+
+// Refuses tensors of decoder layers beyond config.json's num_hidden_layers (model.layers.N.* with
+// N >= num_hidden_layers), naming the first few, their count and `config_origin`'s num_hidden_layers:
+// the weights and config.json come from different models, and the extra layers would be dropped without
+// a word. ResidentWeightStore and the export run it; a weight loader of its own (ZeRO-3) should too.
+void require_declared_layers(const SafetensorsModel& model, int64_t num_hidden_layers,
+                             const std::string& config_origin);
+
 // One tensor to write: its bytes are copied out during serialisation.
 struct TensorBytes {
   std::string name;
