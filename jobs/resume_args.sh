@@ -31,15 +31,50 @@ zlora_output_dir() {
   if [[ -n "$found" ]]; then printf '%s\n' "$found"; fi
 }
 
-# zlora_has_checkpoint DIR: true when DIR holds a checkpoint-STEP directory with its manifest (the
-# manifest is written last; zlora re-verifies every file's hash when it resumes).
-zlora_has_checkpoint() {
-  local m
+# zlora_latest_step DIR: the step of DIR's newest checkpoint-STEP directory that holds its manifest
+# (written last; zlora re-verifies every file's hash when it resumes); nothing when there is none. Only
+# names checkpoint-<digits> count: checkpoint-STEP.tmp (a save in progress or interrupted) and
+# checkpoint-STEP.damaged* (a checkpoint that failed verification, moved aside by zlora) are not
+# checkpoints to resume from.
+zlora_latest_step() {
+  local m name step best=""
+  [[ -n "${1:-}" ]] || return 0
   for m in "$1"/checkpoint-*/manifest.json; do
-    case "$m" in *.tmp/manifest.json) continue ;; esac
-    if [[ -f "$m" ]]; then return 0; fi
+    [[ -f "$m" ]] || continue
+    name=${m%/manifest.json}
+    name=${name##*/}
+    [[ "$name" =~ ^checkpoint-([0-9]+)$ ]] || continue
+    step=$((10#${BASH_REMATCH[1]}))
+    if [[ -z "$best" ]] || ((step > best)); then best=$step; fi
   done
-  return 1
+  if [[ -n "$best" ]]; then printf '%s\n' "$best"; fi
+}
+
+# zlora_has_checkpoint DIR: true when DIR holds a complete checkpoint (zlora_latest_step).
+zlora_has_checkpoint() {
+  [[ -n "$(zlora_latest_step "$1")" ]]
+}
+
+# zlora_preempted_status RC STEP_BEFORE DIR: the exit status to act on after a launch that ended with
+# RC, when the launcher cannot be trusted to pass on the ranks' 75: mpirun ends with 1 whenever it was
+# sent SIGTERM itself, and inside a Slurm allocation it reports a lost daemon when Slurm signalled its
+# orted step, although the ranks saved a checkpoint and exited with 75. Prints 75 when RC is an error
+# but DIR holds a complete checkpoint newer than STEP_BEFORE (the newest step when the launch began,
+# empty for none): the run made progress that a restart resumes from, so a crash loop is impossible.
+# Prints RC otherwise.
+zlora_preempted_status() {
+  local rc=$1 before=$2 dir=$3 now
+  if ((rc == 0 || rc == 75)); then
+    echo "$rc"
+    return
+  fi
+  now=$(zlora_latest_step "$dir")
+  if [[ -n "$now" ]] && { [[ -z "$before" ]] || ((now > before)); }; then
+    echo "zlora job: the launcher ended with $rc, but the ranks wrote checkpoint-$now during this launch: treating it as preempted (75)" >&2
+    echo 75
+    return
+  fi
+  echo "$rc"
 }
 
 # zlora_resume_args RESTARTED OUTPUT_DIR: the flags for this launch, one per line.
