@@ -183,10 +183,10 @@ OutputDirLock OutputDirLock::acquire(const stdfs::path& output_dir) {
     } catch (const std::exception&) {
     }
     if (!holder)
-      fail("output_dir '{}' is locked by '{}', which is not a zlora lock file ({}); if no run uses this output_dir, "
-           "remove that file",
-           output_dir.string(), lock.string(),
-           text::printable(held));
+      fail(
+          "output_dir '{}' is locked by '{}', which is not a zlora lock file ({}); if no run uses this output_dir, "
+          "remove that file",
+          output_dir.string(), lock.string(), text::printable(held));
     const std::optional<std::string> dead = lock_holder_dead(*holder, me);
     if (!dead)
       fail(

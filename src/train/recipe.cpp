@@ -116,8 +116,8 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   // ---- 4. LoRA
   if (c.model.adapter_name_or_path) {
     log::info("continuing training of the adapter in {}", *c.model.adapter_name_or_path);
-    lora_ = std::make_unique<model::LoraAdapter>(
-        model::LoraAdapter::load(*c.model.adapter_name_or_path, mcfg_, device_));
+    lora_ =
+        std::make_unique<model::LoraAdapter>(model::LoraAdapter::load(*c.model.adapter_name_or_path, mcfg_, device_));
   } else {
     model::LoraConfig lc;
     lc.r = c.lora.lora_rank;
@@ -180,9 +180,10 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   po.steps_per_epoch = counts_.steps_per_epoch;
   shuffle_ = !c.training.disable_shuffling;
   seed_ = c.training.seed;
-  planner_ = std::make_unique<StepPlanner>(
-      lengths_, count_loss_tokens(*store_), po,
-      [n_samples, seed = seed_, shuffle = shuffle_](long long epoch) { return epoch_order(n_samples, seed, epoch, shuffle); });
+  planner_ = std::make_unique<StepPlanner>(lengths_, count_loss_tokens(*store_), po,
+                                           [n_samples, seed = seed_, shuffle = shuffle_](long long epoch) {
+                                             return epoch_order(n_samples, seed, epoch, shuffle);
+                                           });
   log::info("{} samples, {} optimizer steps ({} per epoch), global batch {}, micro-batch budget {} tokens", n_samples,
             counts_.total_steps, counts_.steps_per_epoch, counts_.global_batch, po.micro_batch_tokens);
 
@@ -223,8 +224,8 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   loss_acc_ = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(device_));
   // cuda_graphs: each micro-batch padded to a bucket and replayed as a CUDA graph (train/step_graphs.h).
   if (c.dist.cuda_graphs != "false") {
-    const std::optional<std::string> why = StepGraphs::unsupported(fwd_, device_, decoder_->uses_flash(fwd_),
-                                                                   static_cast<int>(c.dist.zero_stage));
+    const std::optional<std::string> why =
+        StepGraphs::unsupported(fwd_, device_, decoder_->uses_flash(fwd_), static_cast<int>(c.dist.zero_stage));
     if (!why) {
       StepGraphOptions go;
       go.max_seqlen = *std::max_element(lengths_.begin(), lengths_.end());
@@ -278,8 +279,8 @@ void SftRecipe::resume() {
           last_grad_norm_ = rc.scaler->last_grad_norm;
           if (scaler_) scaler_->set_state(rc.scaler->state);
         } else if (scaler_) {
-          log::warn("{} holds no fp16 loss scaler state (saved by a bf16/fp32 run): the scale starts at {:g}",
-                    origin, scaler_->scale());
+          log::warn("{} holds no fp16 loss scaler state (saved by a bf16/fp32 run): the scale starts at {:g}", origin,
+                    scaler_->scale());
         }
       }
       // Dropout masks continue bit for bit only where each rank gets back its own generator.
@@ -311,9 +312,7 @@ void SftRecipe::resume() {
 
 // ---- one optimizer step ------------------------------------------------------------------------
 
-bool SftRecipe::agree_preempted(bool at_step_boundary) {
-  return ckpt::agree_preempt(mpi_.world(), at_step_boundary);
-}
+bool SftRecipe::agree_preempted(bool at_step_boundary) { return ckpt::agree_preempt(mpi_.world(), at_step_boundary); }
 
 std::vector<model::PackedBatch> SftRecipe::read_step(const StepPlan& plan) const {
   // Empty micro-batches stay empty: ZeRO-3 runs `dummy_` for them.
@@ -466,13 +465,13 @@ int SftRecipe::stop_preempted(bool abandoned_step) {
       abandoned_step ? fmt::format(" during step {}, which was abandoned", global_step_ + 1) : std::string();
   if (global_step_ > 0) {
     save();  // a no-op when this step is saved already
-    log::warn(
-        "preempted ({}){}: {} written; exiting with code {}, resume with --resume_from_checkpoint latest",
-        signal_origin(), during, ckpt::checkpoint_dir_name(global_step_), ckpt::kExitPreempted);
+    log::warn("preempted ({}){}: {} written; exiting with code {}, resume with --resume_from_checkpoint latest",
+              signal_origin(), during, ckpt::checkpoint_dir_name(global_step_), ckpt::kExitPreempted);
   } else {
-    log::warn("preempted ({}){} before any step finished: nothing to save; exiting with code {} (a restart starts "
-              "over)",
-              signal_origin(), during, ckpt::kExitPreempted);
+    log::warn(
+        "preempted ({}){} before any step finished: nothing to save; exiting with code {} (a restart starts "
+        "over)",
+        signal_origin(), during, ckpt::kExitPreempted);
   }
   comm_->barrier()->wait();
   return ckpt::kExitPreempted;

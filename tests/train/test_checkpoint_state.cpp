@@ -6,8 +6,8 @@
 #include "zlora/train/checkpoint_state.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <string>
 
@@ -99,7 +99,7 @@ TEST(RankCheckpointCodec, RoundTripsExactly) {
 }
 
 TEST(RankCheckpointCodec, AForgedElementCountIsRefusedBeforeAnyAllocation) {
-  for (const int64_t forged : {int64_t(-1), int64_t(6), (int64_t(1) << 62) + 1, INT64_MAX}) {
+  for (const int64_t forged : {int64_t(-1), int64_t(7), (int64_t(1) << 62) + 1, INT64_MAX}) {
     SCOPED_TRACE(forged);
     nlohmann::json meta = sample_meta();
     meta["slices"][1]["numel"] = forged;

@@ -66,8 +66,8 @@ class Preemption : public ::testing::Test {
            " --ddp_timeout 30 --save_steps 1000 --max_steps " + std::to_string(kMaxSteps);
   }
   static std::string train_cmd(const stdfs::path& out, const std::string& extra, const std::string& stage = kStage2) {
-    return "exec " + zlora::test::mpiexec_zlora(2) + " train " + train_flags(stage) + " --output_dir " +
-           out.string() + " " + extra;
+    return "exec " + zlora::test::mpiexec_zlora(2) + " train " + train_flags(stage) + " --output_dir " + out.string() +
+           " " + extra;
   }
   // The uninterrupted run's adapter for `flags` (a full `train` command line after `mpiexec -n 2 zlora
   // train`, less the output_dir), run once and kept for the other cases.
@@ -170,7 +170,8 @@ TEST_F(Preemption, EveryStageAndOffloadCheckpointsOnASignalAndResumesBitIdentica
 // A step long enough to be signalled in the middle: a global batch of 40 samples (20 micro-batches per
 // rank) per optimizer step, 3 steps.
 std::string long_step_flags(const std::filesystem::path& dir, const std::string& stage) {
-  return zlora::test::tiny_train_flags(dir, 1, 20, 1) + " " + stage + " --ddp_timeout 30 --save_steps 1000 --max_steps 3";
+  return zlora::test::tiny_train_flags(dir, 1, 20, 1) + " " + stage +
+         " --ddp_timeout 30 --save_steps 1000 --max_steps 3";
 }
 
 TEST_F(Preemption, ASignalMidStepEndsTheRunPromptlyAndResumesBitIdentical) {
@@ -217,8 +218,8 @@ TEST_F(Preemption, ASignalMidStepEndsTheRunPromptlyAndResumesBitIdentical) {
                 *dir_ / (std::string(c.tag) + ".resume.log"), kOneThread);
     ASSERT_EQ(wait_exit_code(resumed), 0) << resumed.output();
     EXPECT_TRUE(read_adapter_bytes(out) == ref_adapter) << c.tag << ": the resumed adapter differs";
-    std::printf("[preempt] %s: SIGTERM to both ranks 0.5 s into step 2: checkpoint-%lld, exit 75 %.2f s after\n",
-                c.tag, expect_step, took);
+    std::printf("[preempt] %s: SIGTERM to both ranks 0.5 s into step 2: checkpoint-%lld, exit 75 %.2f s after\n", c.tag,
+                expect_step, took);
   }
 }
 
@@ -286,8 +287,7 @@ TEST_F(Preemption, ADamagedNewestCheckpointIsMovedAsideAndThePreviousOneResumed)
   Job job(train_cmd(full, "--save_steps 2"), *dir_ / "dmg-full.log", kOneThread);
   ASSERT_EQ(wait_exit_code(job), 0) << job.output();
   stdfs::create_directories(out);
-  for (const char* c : {"checkpoint-2", "checkpoint-4"})
-    stdfs::copy(full / c, out / c, stdfs::copy_options::recursive);
+  for (const char* c : {"checkpoint-2", "checkpoint-4"}) stdfs::copy(full / c, out / c, stdfs::copy_options::recursive);
   {
     std::fstream f(out / "checkpoint-4/rank-00001.bin", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);
@@ -343,9 +343,10 @@ TEST_F(Preemption, JobScriptDecidesBetweenResumeAndStartingOver) {
 TEST_F(Preemption, MpirunScriptRelaunchesAPreemptedRunAndRestartsOneWithoutACheckpoint) {
   const stdfs::path yaml = *dir_ / "job.yaml", out = *dir_ / "job";
   zlora::test::write_file(yaml, "output_dir: " + out.string() + "\n");
-  const std::string script = "NP=2 MPIRUN_ARGS=--oversubscribe ZLORA=" + zlora::test::zlora_bin().string() + " bash " +
-                             (zlora::test::source_dir() / "jobs/mpirun_example.sh").string() + " " + yaml.string() +
-                             " " + train_flags();
+  // ZLORA_KILL_GRACE=1: mpirun waits twice the kill grace after a rank exits non-zero (75 too).
+  const std::string script =
+      "ZLORA_KILL_GRACE=1 NP=2 MPIRUN_ARGS=--oversubscribe ZLORA=" + zlora::test::zlora_bin().string() + " bash " +
+      (zlora::test::source_dir() / "jobs/mpirun_example.sh").string() + " " + yaml.string() + " " + train_flags();
   // SIGUSR1 to a rank mid-run: zlora exits 75 and the script relaunches from `latest` by itself.
   {
     Job job(script, *dir_ / "job.log", kOneThread);

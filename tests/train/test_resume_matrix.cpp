@@ -44,8 +44,8 @@ struct ZeroSetup {
   int stage;
   bool offload;
 };
-const std::vector<ZeroSetup> kSetups = {{"s0", 0, false}, {"s1", 1, false}, {"s1off", 1, true}, {"s2", 2, false},
-                                    {"s2off", 2, true}, {"s3", 3, false}, {"s3off", 3, true}};
+const std::vector<ZeroSetup> kSetups = {{"s0", 0, false},   {"s1", 1, false}, {"s1off", 1, true}, {"s2", 2, false},
+                                        {"s2off", 2, true}, {"s3", 3, false}, {"s3off", 3, true}};
 
 class ResumeMatrix : public ::testing::Test {
  public:
@@ -57,8 +57,8 @@ class ResumeMatrix : public ::testing::Test {
 
   static std::string train_cmd(int world, const ZeroSetup& s, const stdfs::path& out, const std::string& extra) {
     return "exec " + zlora::test::mpiexec_zlora(world) + " train " +
-           zlora::test::tiny_train_flags(dir_->path(), 1, kGlobalBatch / world, 1) +
-           " --zero_stage " + std::to_string(s.stage) + " --offload_optimizer " + (s.offload ? "cpu" : "none") +
+           zlora::test::tiny_train_flags(dir_->path(), 1, kGlobalBatch / world, 1) + " --zero_stage " +
+           std::to_string(s.stage) + " --offload_optimizer " + (s.offload ? "cpu" : "none") +
            " --ddp_timeout 60 --max_steps " + std::to_string(kMaxSteps) + " --save_steps " +
            std::to_string(kSaveSteps) + " --output_dir " + out.string() + " " + extra;
   }
@@ -101,8 +101,10 @@ TEST_F(ResumeMatrix, EveryStageAndOffloadResumesAtAnyWorldSizeAndIntoAnotherStag
       stdfs::copy(saved, out / saved.filename(), stdfs::copy_options::recursive);
       JobEnd e = train(res.world, res.into, out, "--resume_from_checkpoint latest");
       ASSERT_EQ(e.exit_code, 0) << e.output;
-      EXPECT_TRUE(contains(e.output, "resumed from " + (out / saved.filename()).string() + " at step 2 (saved at "
-                                         "world size 2, now " + std::to_string(res.world) + ")"))
+      EXPECT_TRUE(contains(e.output, "resumed from " + (out / saved.filename()).string() +
+                                         " at step 2 (saved at "
+                                         "world size 2, now " +
+                                         std::to_string(res.world) + ")"))
           << e.output;
       double err = 0;
       if (res.bit_identical) {
@@ -117,8 +119,7 @@ TEST_F(ResumeMatrix, EveryStageAndOffloadResumesAtAnyWorldSizeAndIntoAnotherStag
       EXPECT_EQ(last->step(), kMaxSteps);
       EXPECT_EQ(last->world_size(), res.world);
       std::printf("[resume] %-16s %s (%.1f s)\n", tag.c_str(),
-                  res.bit_identical ? "bit-identical" : fmt::format("rel err {:.2e}", err).c_str(),
-                  seconds_since(t0));
+                  res.bit_identical ? "bit-identical" : fmt::format("rel err {:.2e}", err).c_str(), seconds_since(t0));
       std::fflush(stdout);
       ++cases;
       zlora::fs::remove_tree(out);

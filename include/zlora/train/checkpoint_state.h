@@ -28,8 +28,8 @@ struct ScalerCheckpoint {
 struct RankCheckpoint {
   zero::OptimizerState optimizer;  // this rank's slices (CPU tensors)
   std::string sampler;
-  std::string rng;                 // empty: none saved
-  std::string logger;              // empty: none saved
+  std::string rng;     // empty: none saved
+  std::string logger;  // empty: none saved
   std::optional<ScalerCheckpoint> scaler;
 };
 
