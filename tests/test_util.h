@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <sstream>
 #include <string>
@@ -24,6 +25,18 @@ void expect_error(Fn fn, std::initializer_list<std::string> parts) {
   } catch (const zlora::Error& e) {
     for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
   }
+}
+
+// Runs `fn`, which must throw a zlora::Error, and returns its message ("" and a test failure if it
+// does not throw).
+inline std::string expect_error(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const zlora::Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a zlora::Error";
+  return "";
 }
 
 // Compiled in by tests/CMakeLists.txt.

@@ -24,6 +24,8 @@ using zlora::test::TempDir;
 using zlora::test::write_file;
 namespace stdfs = std::filesystem;
 
+using zlora::test::expect_error;
+
 namespace {
 
 // FIPS 180-2 test vector: SHA-256("abc").
@@ -38,16 +40,6 @@ stdfs::path save(const stdfs::path& out, long long step, const std::string& payl
   r.trainer_state_json = json{{"global_step", step}}.dump();
   r.save_total_limit = limit;
   return save_checkpoint(out, r, MPI_COMM_NULL);
-}
-
-std::string expect_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const zlora::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected zlora::Error";
-  return {};
 }
 
 }  // namespace

@@ -22,17 +22,9 @@ using zlora::test::TempDir;
 using zlora::test::write_file;
 namespace stdfs = std::filesystem;
 
-namespace {
+using zlora::test::expect_error;
 
-std::string expect_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const zlora::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a zlora::Error";
-  return "";
-}
+namespace {
 
 // A child process that takes the lock, tells the parent, and then either holds it until killed
 // (`hold`) or exits at once without releasing it (as a SIGKILLed run would leave it).

@@ -15,6 +15,8 @@ using zlora::train::decode_rank_checkpoint;
 using zlora::train::encode_rank_checkpoint;
 using zlora::train::RankCheckpoint;
 
+using zlora::test::expect_error;
+
 namespace {
 
 RankCheckpoint sample() {
@@ -39,16 +41,6 @@ RankCheckpoint sample() {
   sc.last_grad_norm = 0.5;
   c.scaler = sc;
   return c;
-}
-
-std::string expect_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const zlora::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a zlora::Error";
-  return "";
 }
 
 // The sample's file with its "zero" metadata replaced by `meta` (and optionally its data).
