@@ -52,13 +52,8 @@ for ((attempt = 0; ; attempt++)); do
     -x NCCL_DEBUG="${NCCL_DEBUG:-WARN}" -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" -x PATH -x LD_LIBRARY_PATH \
     "$ZLORA" train "$CONFIG" "$@" "${RESUME_ARGS[@]}" &
   MPIRUN_PID=$!
-  rc=0
-  wait "$MPIRUN_PID" || rc=$?
-  # A trapped signal interrupts `wait` (status > 128) while mpirun still runs: wait for its own status.
-  while ((rc > 128)) && kill -0 "$MPIRUN_PID" 2> /dev/null; do
-    rc=0
-    wait "$MPIRUN_PID" || rc=$?
-  done
+  zlora_wait_child "$MPIRUN_PID"
+  rc=$ZLORA_CHILD_RC
   MPIRUN_PID=""
   # Signalled: mpirun may have been sent the signal too (it then ends with 1 whatever the ranks did).
   if ((SIGNALLED)); then rc=$(zlora_preempted_status "$rc" "$step_before" "$OUT"); fi

@@ -55,6 +55,19 @@ zlora_has_checkpoint() {
   [[ -n "$(zlora_latest_step "$1")" ]]
 }
 
+# zlora_wait_child PID: waits for background child PID and sets ZLORA_CHILD_RC to its exit status. A
+# trapped signal interrupts `wait` (status > 128) while the child still runs: wait on for its own
+# status. Sets a variable rather than printing, because `wait` in a $(...) subshell has no children.
+zlora_wait_child() {
+  local pid=$1
+  ZLORA_CHILD_RC=0
+  wait "$pid" || ZLORA_CHILD_RC=$?
+  while ((ZLORA_CHILD_RC > 128)) && kill -0 "$pid" 2> /dev/null; do
+    ZLORA_CHILD_RC=0
+    wait "$pid" || ZLORA_CHILD_RC=$?
+  done
+}
+
 # zlora_preempted_status RC STEP_BEFORE DIR: the exit status to act on after a launch that ended with
 # RC, when the launcher cannot be trusted to pass on the ranks' 75: mpirun ends with 1 whenever it was
 # sent SIGTERM itself, and inside a Slurm allocation it reports a lost daemon when Slurm signalled its

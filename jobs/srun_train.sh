@@ -91,13 +91,8 @@ zlora_srun_train() {
   _zlora_step_pid=$!
   # A signal between `… &` and the line above found no pid to forward to: forward it now.
   if [[ -n "$_zlora_signalled" ]]; then kill -USR1 "$_zlora_step_pid" 2> /dev/null || true; fi
-  local rc=0
-  wait "$_zlora_step_pid" || rc=$?
-  # A trapped signal interrupts `wait` (status > 128) while the step still runs: wait for its status.
-  while ((rc > 128)) && kill -0 "$_zlora_step_pid" 2> /dev/null; do
-    rc=0
-    wait "$_zlora_step_pid" || rc=$?
-  done
+  zlora_wait_child "$_zlora_step_pid"
+  local rc=$ZLORA_CHILD_RC
   _zlora_step_pid=""
   if [[ "$launcher" == mpirun ]]; then rc=$(zlora_preempted_status "$rc" "$step_before" "$out"); fi
   # 75: zlora checkpointed on USR1/TERM. The requeued job gets SLURM_RESTART_COUNT > 0 and resumes.
