@@ -8,6 +8,7 @@
 #include "zlora/core/log.h"
 #include "zlora/core/sha256.h"
 #include "zlora/core/text.h"
+#include "zlora/dist/host_group.h"
 
 #include <fmt/format.h>
 
@@ -27,14 +28,16 @@ constexpr int kFormatVersion = 1;
 constexpr const char* kTmpSuffix = ".tmp";
 constexpr const char* kDamagedSuffix = ".damaged";
 
+// The save protocol's collectives: over the HostGroup (bounded by ddp_timeout, naming a lost rank), or
+// none in a single process (group null).
 struct Comm {
-  MPI_Comm comm;
+  dist::HostGroup* group;
   int rank = 0;
   int size = 1;
-  explicit Comm(MPI_Comm c) : comm(c) {
-    if (comm != MPI_COMM_NULL) {
-      MPI_Comm_rank(comm, &rank);
-      MPI_Comm_size(comm, &size);
+  explicit Comm(dist::HostGroup* g) : group(g) {
+    if (group) {
+      rank = group->rank();
+      size = group->size();
     }
   }
   // Every rank learns whether every rank succeeded, and why not: the failing ranks' messages are
@@ -42,24 +45,18 @@ struct Comm {
   // job before a slower rank prints) tells the real reason, e.g. rank 1's "File too large", prefixed with
   // what was being done. Doubles as a barrier, which is what orders the protocol's phases.
   void check(const std::string& local_error, const std::string& what) const {
-    int ok = local_error.empty() ? 1 : 0, all_ok = ok;
-    if (comm != MPI_COMM_NULL) MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm);
-    if (all_ok) return;
-    if (comm == MPI_COMM_NULL) fail("{}: {}", what, local_error);
-    // Collective on the failure path only (every rank saw all_ok == 0): each rank's message, in rank order.
-    std::string mine = ok ? std::string() : local_error;
-    int len = int(mine.size());
-    std::vector<int> lens(static_cast<size_t>(size)), offsets(static_cast<size_t>(size));
-    MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm);
-    int total = 0;
-    for (int r = 0; r < size; ++r) offsets[size_t(r)] = total, total += lens[size_t(r)];
-    std::string all(size_t(total), '\0');
-    MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, comm);
+    const bool ok = local_error.empty();
+    if (!group) {
+      if (!ok) fail("{}: {}", what, local_error);
+      return;
+    }
+    if (group->all_reduce_max(ok ? 0 : 1, what) == 0) return;
+    // Collective on the failure path only (every rank saw a failure): each rank's message, in rank order.
+    const std::vector<std::string> all = group->all_gather(ok ? std::string() : local_error, what);
     std::string reasons;
     for (int r = 0; r < size; ++r) {
-      if (lens[size_t(r)] == 0) continue;
-      reasons += fmt::format("{}rank {}: {}", reasons.empty() ? "" : "; ", r,
-                             all.substr(size_t(offsets[size_t(r)]), size_t(lens[size_t(r)])));
+      if (all[size_t(r)].empty()) continue;
+      reasons += fmt::format("{}rank {}: {}", reasons.empty() ? "" : "; ", r, all[size_t(r)]);
     }
     fail("{} failed on {}", what, reasons);
   }
@@ -159,8 +156,8 @@ Manifest Manifest::from_json(const json& j) {
   return m;
 }
 
-stdfs::path save_checkpoint(const stdfs::path& output_dir, const SaveRequest& req, MPI_Comm mpi_comm) {
-  Comm comm(mpi_comm);
+stdfs::path save_checkpoint(const stdfs::path& output_dir, const SaveRequest& req, dist::HostGroup* group) {
+  Comm comm(group);
   ZLORA_REQUIRE(req.step >= 0, "checkpoint step must be >= 0, got {}", req.step);
   ZLORA_REQUIRE(!req.save_total_limit || *req.save_total_limit >= 1, "save_total_limit must be >= 1, got {}",
                 req.save_total_limit.value_or(0));
@@ -198,10 +195,17 @@ stdfs::path save_checkpoint(const stdfs::path& output_dir, const SaveRequest& re
   Wire w{mine.size, {}};
   std::memcpy(w.sha, mine.sha256.data(), std::min<size_t>(64, mine.sha256.size()));
   std::vector<Wire> all(size_t(comm.size));
-  if (mpi_comm != MPI_COMM_NULL)
-    MPI_Gather(&w, int(sizeof w), MPI_BYTE, all.data(), int(sizeof w), MPI_BYTE, 0, mpi_comm);
-  else
+  if (group) {
+    const std::vector<std::string> got =
+        group->gather(std::string(reinterpret_cast<const char*>(&w), sizeof w), 0, what + " (file sizes and hashes)");
+    for (size_t r = 0; r < got.size(); ++r) {
+      ZLORA_REQUIRE(got[r].size() == sizeof w, "{}: rank {} sent {} bytes of file facts, expected {}", what, r,
+                    got[r].size(), sizeof w);
+      std::memcpy(&all[r], got[r].data(), sizeof w);
+    }
+  } else {
     all[0] = w;
+  }
 
   // Phase 4 (rank 0): its own files, trainer_state.json, the manifest LAST, rename, then `latest`.
   std::string err;
@@ -377,8 +381,11 @@ CheckpointInfo resolve_resume(const stdfs::path& output_dir, const std::string& 
 }
 
 CheckpointInfo resolve_resume(const stdfs::path& output_dir, const std::string& arg, MPI_Comm mpi_comm) {
-  Comm comm(mpi_comm);
   if (mpi_comm == MPI_COMM_NULL) return resolve_resume(output_dir, arg);
+  struct {
+    int rank = 0;
+  } comm;
+  MPI_Comm_rank(mpi_comm, &comm.rank);
   const std::string dir = on_rank0(mpi_comm, [&] { return resolve_resume(output_dir, arg).dir.string(); });
   if (comm.rank == 0) return *verify_checkpoint(dir, false);
   std::string why;

@@ -2,6 +2,7 @@
 
 #include "zlora/ckpt/fault.h"
 #include "zlora/core/error.h"
+#include "zlora/dist/host_group.h"
 
 #include <atomic>
 #include <cerrno>
@@ -42,25 +43,18 @@ int preempt_signal() { return g_signal.load(std::memory_order_relaxed); }
 void request_preempt(int sig) { g_signal.store(sig == 0 ? SIGTERM : sig, std::memory_order_relaxed); }
 void clear_preempt() { g_signal.store(0, std::memory_order_relaxed); }
 
-bool agree_preempt(MPI_Comm comm, bool at_step_boundary) {
-  int mine = preempt_requested() ? 1 : 0, any = mine;
-  int rank = 0;
-  if (comm != MPI_COMM_NULL) MPI_Comm_rank(comm, &rank);
-  // The peers are about to wait in the allreduce for this rank.
+bool agree_preempt(dist::HostGroup* group, bool at_step_boundary) {
+  const int rank = group ? group->rank() : 0;
+  // The peers are about to wait in the all-reduce for this rank.
   if (at_step_boundary) fault_point("step_boundary", rank);
-  if (comm != MPI_COMM_NULL) {
-    int rc = MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm);
-    ZLORA_REQUIRE(rc == MPI_SUCCESS, "agreeing on preemption: MPI_Allreduce failed (code {})", rc);
-  }
-  return any != 0;
+  const long long mine = preempt_requested() ? 1 : 0;
+  return (group ? group->all_reduce_max(mine, "agreeing on preemption (an all-reduce of one flag)") : mine) != 0;
 }
 
-StepAgreement agree_step_end(MPI_Comm comm, bool my_step_complete) {
-  int mine = !my_step_complete ? 2 : preempt_requested() ? 1 : 0, worst = mine;
-  if (comm != MPI_COMM_NULL) {
-    int rc = MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MAX, comm);
-    ZLORA_REQUIRE(rc == MPI_SUCCESS, "agreeing on the end of a step: MPI_Allreduce failed (code {})", rc);
-  }
+StepAgreement agree_step_end(dist::HostGroup* group, bool my_step_complete) {
+  const long long mine = !my_step_complete ? 2 : preempt_requested() ? 1 : 0;
+  const long long worst =
+      group ? group->all_reduce_max(mine, "agreeing on the end of a step (an all-reduce of one flag)") : mine;
   return worst == 2 ? StepAgreement::kAbandonStep : worst == 1 ? StepAgreement::kFinishStep : StepAgreement::kContinue;
 }
 

@@ -3,6 +3,7 @@
 #include "zlora/dist/communicator.h"
 
 #include "zlora/core/error.h"
+#include "zlora/dist/deadline.h"
 #include "zlora/dist/mpi_communicator.h"
 #include "zlora/dist/mpi_runtime.h"
 
@@ -15,14 +16,10 @@
 
 #include <ATen/ATen.h>
 
-#include <sched.h>
-
 #include <fmt/ranges.h>
-#include <chrono>
 #include <climits>
 
 #include <functional>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -121,22 +118,13 @@ class MpiWork final : public Work {
   void wait() override {
     if (done_) return;
     // Poll instead of MPI_Wait so that a rank that never joins cannot hang us past the deadline.
-    // Yield first (latency of small collectives), then sleep with back-off: ranks often share cores.
-    using clock = std::chrono::steady_clock;
-    const auto deadline = clock::now() + std::chrono::duration<double>(comm_->timeout_s());
-    auto nap = std::chrono::microseconds(20);
-    for (int polls = 0;; ++polls) {
-      int flag = 0;
-      MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
-      if (flag) break;
-      if (clock::now() > deadline) comm_->abort_timeout(what_);
-      if (polls < 200) {
-        sched_yield();
-      } else {
-        std::this_thread::sleep_for(nap);
-        nap = std::min(nap * 2, std::chrono::microseconds(2000));
-      }
-    }
+    poll_until(
+        [this] {
+          int flag = 0;
+          MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
+          return flag != 0;
+        },
+        comm_->timeout_s(), [this] { comm_->abort_timeout(what_); });
     complete();
   }
 
@@ -174,14 +162,14 @@ const char* dtype_name(at::ScalarType t) {
   }
 }
 
-std::string describe(const char* op, const at::Tensor& t) {
+}  // namespace
+
+std::string describe_collective(const char* op, const at::Tensor& t) {
   return fmt::format("{} of {} {} elements", op, t.numel(), dtype_name(t.scalar_type()));
 }
 
-}  // namespace
-
-MpiCommunicator::MpiCommunicator(const MpiRuntime& mpi, MPI_Comm comm, double timeout_s)
-    : mpi_(&mpi), timeout_s_(timeout_s) {
+MpiCommunicator::MpiCommunicator(const MpiRuntime& mpi, MPI_Comm comm, double timeout_s, const Topology* topology)
+    : mpi_(&mpi), topology_(topology), timeout_s_(timeout_s) {
   ZLORA_REQUIRE(timeout_s > 0, "ddp_timeout must be positive (seconds), got {}", timeout_s);
   if (MPI_Comm_dup(comm, &comm_) != MPI_SUCCESS) fail("MPI_Comm_dup failed while creating the MPI communicator");
   MPI_Comm_rank(comm_, &rank_);
@@ -199,17 +187,13 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color) const {
   MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, rank_, &sub);
   if (sub == MPI_COMM_NULL) return nullptr;
   // The constructor duplicates; free our handle right after so only the RAII copy remains.
-  auto out = std::make_unique<MpiCommunicator>(*mpi_, sub, timeout_s_);
+  auto out = std::make_unique<MpiCommunicator>(*mpi_, sub, timeout_s_, topology_);
   MPI_Comm_free(&sub);
   return out;
 }
 
 void MpiCommunicator::abort_timeout(const std::string& what) const {
-  mpi_->fail_job(fmt::format("collective {} (mpi backend, rank {} of {} in its communicator) did not complete "
-                             "within ddp_timeout={} s: another rank failed, is stuck, or skipped this collective; "
-                             "raise --ddp_timeout if steps are legitimately that slow",
-                             what, rank_, size_, timeout_s_),
-                 3);
+  end_job_on_timeout(*mpi_, what, "mpi", rank_, size_, timeout_s_, topology_);
 }
 
 WorkPtr MpiCommunicator::all_reduce(const at::Tensor& tensor, ReduceOp op) {
@@ -222,12 +206,13 @@ WorkPtr MpiCommunicator::all_reduce(const at::Tensor& tensor, ReduceOp op) {
   const int n = mpi_count(tensor.numel(), "all_reduce");
   const int world = size_;
   const bool staged = !buf.is_same(tensor);
-  auto work = std::make_unique<MpiWork>(this, describe("all_reduce", tensor), std::vector<at::Tensor>{tensor, buf},
-                                        [=]() mutable {
+  auto work = std::make_unique<MpiWork>(this, describe_collective("all_reduce", tensor),
+                                        std::vector<at::Tensor>{tensor, buf}, [=]() mutable {
                                           if (op == ReduceOp::kAvg) buf.div_(world);
                                           if (staged) tensor.copy_(buf);
                                         });
   MPI_Iallreduce(MPI_IN_PLACE, buf.data_ptr(), n, mpi_type(wire, "all_reduce"), mpi_op(op), comm_, work->request());
+  count(CollectiveKind::kAllReduce, double(buf.nbytes()));
   return work;
 }
 
@@ -249,13 +234,14 @@ WorkPtr MpiCommunicator::reduce_scatter(const at::Tensor& output, const at::Tens
   const int world = size_;
   const bool staged = !out.is_same(output);
   at::Tensor o = output;
-  auto work = std::make_unique<MpiWork>(this, describe("reduce_scatter", input),
+  auto work = std::make_unique<MpiWork>(this, describe_collective("reduce_scatter", input),
                                         std::vector<at::Tensor>{input, in, out, output}, [=]() mutable {
                                           if (op == ReduceOp::kAvg) out.div_(world);
                                           if (staged) o.copy_(out);
                                         });
   MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), n, mpi_type(wire, "reduce_scatter"), mpi_op(op), comm_,
                             work->request());
+  count(CollectiveKind::kReduceScatter, double(in.nbytes()));
   return work;
 }
 
@@ -278,12 +264,13 @@ WorkPtr MpiCommunicator::all_gather(const at::Tensor& output, const at::Tensor& 
   at::Tensor in = in_place ? at::Tensor() : host_view(input, dtype, true);
   const bool staged = !out.is_same(output);
   at::Tensor o = output;
-  auto work = std::make_unique<MpiWork>(this, describe("all_gather", input),
+  auto work = std::make_unique<MpiWork>(this, describe_collective("all_gather", input),
                                         std::vector<at::Tensor>{input, in, out, output}, [=]() mutable {
                                           if (staged) o.copy_(out);
                                         });
   const MPI_Datatype type = mpi_type(dtype, "all_gather");
   MPI_Iallgather(in_place ? MPI_IN_PLACE : in.data_ptr(), n, type, out.data_ptr(), n, type, comm_, work->request());
+  count(CollectiveKind::kAllGather, double(out.nbytes()));
   return work;
 }
 
@@ -295,17 +282,19 @@ WorkPtr MpiCommunicator::broadcast(const at::Tensor& tensor, int root) {
   const int n = mpi_count(tensor.numel(), "broadcast");
   const bool staged = !buf.is_same(tensor);
   at::Tensor t = tensor;
-  auto work = std::make_unique<MpiWork>(this, describe("broadcast", tensor), std::vector<at::Tensor>{tensor, buf},
-                                        [=]() mutable {
+  auto work = std::make_unique<MpiWork>(this, describe_collective("broadcast", tensor),
+                                        std::vector<at::Tensor>{tensor, buf}, [=]() mutable {
                                           if (staged) t.copy_(buf);
                                         });
   MPI_Ibcast(buf.data_ptr(), n, mpi_type(tensor.scalar_type(), "broadcast"), root, comm_, work->request());
+  count(CollectiveKind::kBroadcast, double(buf.nbytes()));
   return work;
 }
 
 WorkPtr MpiCommunicator::barrier() {
   auto work = std::make_unique<MpiWork>(this, "barrier", std::vector<at::Tensor>{}, nullptr);
   MPI_Ibarrier(comm_, work->request());
+  count(CollectiveKind::kBarrier, 0);
   return work;
 }
 
@@ -320,14 +309,14 @@ std::unique_ptr<Communicator> make_communicator(const MpiRuntime& mpi, const Com
   if (kind == "nccl" || (kind == "auto" && devices > 0 && mpi.local_size() <= devices)) {
     ZLORA_REQUIRE(devices > 0, "--comm nccl needs a CUDA GPU, and none is visible on rank {}; use --comm mpi",
                   mpi.rank());
-    return std::make_unique<NcclCommunicator>(mpi, options.timeout_s);
+    return std::make_unique<NcclCommunicator>(mpi, options.timeout_s, options.topology);
   }
 #else
   ZLORA_REQUIRE(kind != "nccl",
                 "--comm nccl: this zlora was built without CUDA (its LibTorch is a CPU build), so it has no NCCL "
                 "backend; use --comm mpi or auto");
 #endif
-  return std::make_unique<MpiCommunicator>(mpi, mpi.world(), options.timeout_s);
+  return std::make_unique<MpiCommunicator>(mpi, mpi.world(), options.timeout_s, options.topology);
 }
 
 void synchronize_device(const at::Device& device) {

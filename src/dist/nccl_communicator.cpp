@@ -4,15 +4,12 @@
 #include "zlora/dist/nccl_communicator.h"
 
 #include "zlora/core/error.h"
+#include "zlora/dist/deadline.h"
 #include "zlora/dist/mpi_runtime.h"
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <sched.h>
-
-#include <chrono>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -88,25 +85,16 @@ class NcclWork final : public Work {
 
   void wait() override {
     if (done_) return;
-    using clock = std::chrono::steady_clock;
-    const auto deadline = clock::now() + std::chrono::duration<double>(comm_->timeout_s());
-    auto nap = std::chrono::microseconds(10);
-    for (int polls = 0;; ++polls) {
-      cudaError_t e = cudaEventQuery(done_event_.get());
-      if (e == cudaSuccess) break;
-      if (e != cudaErrorNotReady) comm_->abort(what_, fmt::format("CUDA error {}", cudaGetErrorString(e)));
-      comm_->check_async(what_);
-      if (clock::now() > deadline)
-        comm_->abort(what_, fmt::format("did not complete within ddp_timeout={} s: another rank failed, is stuck, "
-                                        "or skipped this collective; raise --ddp_timeout if steps are that slow",
-                                        comm_->timeout_s()));
-      if (polls < 1000) {
-        sched_yield();
-      } else {
-        std::this_thread::sleep_for(nap);
-        nap = std::min(nap * 2, std::chrono::microseconds(1000));
-      }
-    }
+    // The spin phase is longer than the MPI backend's: NCCL kernels of a step finish in microseconds.
+    poll_until(
+        [this] {
+          cudaError_t e = cudaEventQuery(done_event_.get());
+          if (e == cudaSuccess) return true;
+          if (e != cudaErrorNotReady) comm_->abort(what_, fmt::format("CUDA error {}", cudaGetErrorString(e)));
+          comm_->check_async(what_);
+          return false;
+        },
+        comm_->timeout_s(), [this] { comm_->abort_timeout(what_); }, PollPolicy{1000, 1000});
     complete();
   }
 
@@ -134,8 +122,8 @@ CudaEvent::~CudaEvent() {
   if (event_) cudaEventDestroy(event_);
 }
 
-NcclCommunicator::NcclCommunicator(const MpiRuntime& mpi, double timeout_s)
-    : mpi_(&mpi), rank_(mpi.rank()), size_(mpi.size()), timeout_s_(timeout_s) {
+NcclCommunicator::NcclCommunicator(const MpiRuntime& mpi, double timeout_s, const Topology* topology)
+    : mpi_(&mpi), topology_(topology), rank_(mpi.rank()), size_(mpi.size()), timeout_s_(timeout_s) {
   ZLORA_REQUIRE(timeout_s > 0, "ddp_timeout must be positive (seconds), got {}", timeout_s);
   int devices = 0;
   cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
@@ -167,6 +155,17 @@ void NcclCommunicator::abort(const std::string& what, const std::string& why) {
   }
   mpi_->fail_job(
       fmt::format("collective {} (nccl backend, rank {} of {}, GPU {}) {}", what, rank_, size_, device_, why), 3);
+}
+
+void NcclCommunicator::abort_timeout(const std::string& what) {
+  // The diagnosis probes the peers first: NCCL's proxy threads are still running until the abort.
+  const std::string message =
+      timeout_message(what, fmt::format("nccl, GPU {}", device_), rank_, size_, timeout_s_, topology_);
+  if (comm_) {
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+  }
+  mpi_->fail_job(message, 3);
 }
 
 void NcclCommunicator::check_async(const std::string& what) {
@@ -201,18 +200,16 @@ void check_cuda_tensor(const at::Tensor& t, int device, const char* op, const ch
                 "CPU tensors)",
                 op, role, t.device().str(), device);
 }
-std::string describe(const char* op, const at::Tensor& t) {
-  return fmt::format("{} of {} {} elements", op, t.numel(), c10::toString(t.scalar_type()));
-}
 }  // namespace
 
 WorkPtr NcclCommunicator::all_reduce(const at::Tensor& tensor, ReduceOp op) {
   check_cuda_tensor(tensor, device_, "all_reduce", "input");
-  std::string what = describe("all_reduce", tensor);
+  std::string what = describe_collective("all_reduce", tensor);
   enter(what);
   nccl_check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
                            nccl_type(tensor.scalar_type(), "all_reduce"), nccl_op(op), comm_, stream_),
              comm_, "ncclAllReduce");
+  count(CollectiveKind::kAllReduce, double(tensor.nbytes()));
   return finish(std::move(what), {tensor});
 }
 
@@ -223,11 +220,12 @@ WorkPtr NcclCommunicator::reduce_scatter(const at::Tensor& output, const at::Ten
                 "reduce_scatter: input ({} {}) must hold size ({}) x output ({} {}) elements of one dtype",
                 input.numel(), c10::toString(input.scalar_type()), size_, output.numel(),
                 c10::toString(output.scalar_type()));
-  std::string what = describe("reduce_scatter", input);
+  std::string what = describe_collective("reduce_scatter", input);
   enter(what);
   nccl_check(ncclReduceScatter(input.data_ptr(), output.data_ptr(), output.numel(),
                                nccl_type(input.scalar_type(), "reduce_scatter"), nccl_op(op), comm_, stream_),
              comm_, "ncclReduceScatter");
+  count(CollectiveKind::kReduceScatter, double(input.nbytes()));
   return finish(std::move(what), {input, output});
 }
 
@@ -237,23 +235,25 @@ WorkPtr NcclCommunicator::all_gather(const at::Tensor& output, const at::Tensor&
   ZLORA_REQUIRE(input.scalar_type() == output.scalar_type() && output.numel() == input.numel() * size_,
                 "all_gather: output ({} {}) must hold size ({}) x input ({} {}) elements of one dtype", output.numel(),
                 c10::toString(output.scalar_type()), size_, input.numel(), c10::toString(input.scalar_type()));
-  std::string what = describe("all_gather", input);
+  std::string what = describe_collective("all_gather", input);
   enter(what);
   // In place (input == chunk rank of output) is supported by NCCL as is.
   nccl_check(ncclAllGather(input.data_ptr(), output.data_ptr(), input.numel(),
                            nccl_type(input.scalar_type(), "all_gather"), comm_, stream_),
              comm_, "ncclAllGather");
+  count(CollectiveKind::kAllGather, double(output.nbytes()));
   return finish(std::move(what), {input, output});
 }
 
 WorkPtr NcclCommunicator::broadcast(const at::Tensor& tensor, int root) {
   check_cuda_tensor(tensor, device_, "broadcast", "input");
   ZLORA_REQUIRE(root >= 0 && root < size_, "broadcast: root {} is not a rank (0..{})", root, size_ - 1);
-  std::string what = describe("broadcast", tensor);
+  std::string what = describe_collective("broadcast", tensor);
   enter(what);
   nccl_check(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(),
                            nccl_type(tensor.scalar_type(), "broadcast"), root, comm_, stream_),
              comm_, "ncclBroadcast");
+  count(CollectiveKind::kBroadcast, double(tensor.nbytes()));
   return finish(std::move(what), {tensor});
 }
 
@@ -261,6 +261,7 @@ WorkPtr NcclCommunicator::barrier() {
   enter("barrier");
   nccl_check(ncclAllReduce(barrier_buf_.data_ptr(), barrier_buf_.data_ptr(), 1, ncclFloat32, ncclSum, comm_, stream_),
              comm_, "ncclAllReduce (barrier)");
+  count(CollectiveKind::kBarrier, 0);
   return finish("barrier", {barrier_buf_});
 }
 

@@ -1,5 +1,7 @@
 #include "device.h"
 
+#include <sys/resource.h>
+
 #include "zlora/core/error.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -52,6 +54,17 @@ std::optional<double> peak_vram_gib(const at::Device& d) {
   }
 #endif
   return std::nullopt;
+}
+
+long long peak_host_rss_kib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<long long>(ru.ru_maxrss);  // Linux: KiB
+}
+
+std::string collective_transport(const std::string& backend, const at::Device& d) {
+  if (backend == "nccl") return "nccl (GPU buffers)";
+  return d.is_cuda() ? "mpi (GPU buffers staged through pinned host memory)" : "mpi (host memory)";
 }
 
 std::optional<int64_t> free_device_bytes(const at::Device& d) {

@@ -20,6 +20,11 @@ at::Device resolve_device(const std::string& choice, int local_rank);
 at::ScalarType compute_dtype(const config::TrainConfig& c);  // bf16 | fp16 | fp32
 std::string device_name(const at::Device& d);                // "NVIDIA H100 80GB HBM3", "cpu"
 std::optional<double> peak_vram_gib(const at::Device& d);    // allocator peak; nullopt on the CPU
+// This process's peak resident memory (getrusage's ru_maxrss), in KiB.
+long long peak_host_rss_kib();
+// How the training collectives travel: "nccl (GPU buffers)", "mpi (host memory)", "mpi (GPU buffers
+// staged through pinned host memory)".
+std::string collective_transport(const std::string& backend, const at::Device& d);
 // Bytes free on the device (the memory plan's limit); nullopt on the CPU or when CUDA cannot tell.
 std::optional<int64_t> free_device_bytes(const at::Device& d);
 

@@ -74,6 +74,8 @@ void MetricsTracker::add_step(const StepStats& s, double now) {
   window_tokens_ += s.tokens;
   window_samples_ += s.samples;
   window_flops_ += s.flops;
+  window_comm_bytes_ += s.comm_bytes;
+  run_comm_bytes_ += s.comm_bytes;
   run_tokens_ += s.tokens;
   tokens_seen_ += s.tokens;
   total_flos_ += s.flops;
@@ -102,8 +104,9 @@ LogRecord MetricsTracker::take_record(double now) {
     if (peak_) r.mfu = window_flops_ / window_s / (*peak_ * double(world_size_));
   }
   r.total_tokens = tokens_seen_;
+  r.comm_bytes_per_step = window_steps_ ? window_comm_bytes_ / double(window_steps_) : 0.0;
   window_start_ = now;
-  window_loss_ = window_flops_ = 0;
+  window_loss_ = window_flops_ = window_comm_bytes_ = 0;
   window_steps_ = window_tokens_ = window_samples_ = window_loss_steps_ = 0;
   return r;
 }

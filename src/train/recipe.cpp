@@ -9,6 +9,7 @@
 #include "zlora/ckpt/preempt.h"
 #include "zlora/ckpt/run_descriptor.h"
 #include "zlora/core/error.h"
+#include "zlora/core/fs.h"
 #include "zlora/core/log.h"
 #include "zlora/core/sha256.h"
 #include "zlora/dist/mpi_runtime.h"
@@ -55,6 +56,7 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
       output_dir_(resolved.cfg.training.output_dir),
       device_(resolve_device(resolved.cfg.training.device, mpi.local_rank())),
       dtype_(compute_dtype(resolved.cfg)),
+      topology_(dist::Topology::gather(mpi.world(), mpi.local_rank(), mpi.local_size(), device_.str())),
       profile_(device_) {
   const config::TrainConfig& c = c_;
   // ---- 1. device, precision, communicator
@@ -70,10 +72,17 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
     if (comm_kind == "nccl") fail("comm nccl needs the CUDA device; this run is on the CPU (use --comm mpi or auto)");
     comm_kind = "mpi";
   }
-  comm_ = dist::make_communicator(mpi, {comm_kind, static_cast<double>(c.training.ddp_timeout)});
+  const double timeout_s = static_cast<double>(c.training.ddp_timeout);
+  host_ = std::make_unique<dist::HostGroup>(mpi, timeout_s, &topology_);
+  comm_ = dist::make_communicator(mpi, {comm_kind, timeout_s, &topology_});
   log::info("world size {} ({}), device {} ({}), compute {}, ZeRO stage {}{}", world_, comm_->backend(), device_.str(),
             device_name(device_), c10::toString(dtype_), c.dist.zero_stage,
             c.dist.offload_optimizer == "cpu" ? " + CPU optimizer offload" : "");
+  if (rank_ == 0) {
+    log::info("{}", topology_.describe());
+    log::info("collectives: {}; step agreements and checkpoint traffic over MPI in host memory, timeout {} s",
+              collective_transport(comm_->backend(), device_), timeout_s);
+  }
   if (c.training.full_determinism) at::globalContext().setDeterministicAlgorithms(true, false);
 
   // ---- 2. the token store
@@ -108,6 +117,7 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
     model::require_declared_layers(*st_, mcfg_.num_hidden_layers, (model_dir / "config.json").string());
     auto z3 = std::make_unique<Zero3WeightStore>(mcfg_, *st_, *comm_, device_, dtype_, c.dist.stage3_prefetch_layers);
     log::info("ZeRO-3: this rank keeps {} base-model elements (its shard)", z3->local_numel());
+    zero3_unit_numel_ = z3->gathered_unit_numels();
     weights_ = std::move(z3);
   } else {
     weights_ = std::make_unique<model::ResidentWeightStore>(mcfg_, *st_, device_, dtype_);
@@ -139,6 +149,13 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   zo.max_grad_norm = c.training.max_grad_norm;
   zo.adam = {c.training.adam_beta1, c.training.adam_beta2, c.training.adam_epsilon, c.training.weight_decay};
   optimizer_ = std::make_unique<zero::ZeroOptimizer>(lora_->named_parameters(), *comm_, zo);
+  if (rank_ == 0)
+    log::info(
+        "communication model (bytes each rank sends per optimizer step, ring algorithms, at {} micro-batches "
+        "per step: packing into micro_batch_tokens may run fewer, and ZeRO-3's gathers scale with them; the end "
+        "of the run compares the counters with the micro-batches it ran; docs/benchmarks.md):{}",
+        c.training.gradient_accumulation_steps,
+        comm_model(static_cast<double>(c.training.gradient_accumulation_steps)).describe());
   // fp16: DeepSpeed's loss scaling (zero/loss_scaler.h). The LoRA masters and AdamW stay fp32; only the
   // frozen base and the activations are float16.
   if (c.training.fp16) {
@@ -204,6 +221,10 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
                                        c.training.resume_from_checkpoint.has_value());
     for (const auto& note : od.notes) log::info("{}", note);
     if (!od.warning.empty()) log::warn("{}", od.warning);
+    fs::write_file_atomic(
+        output_dir_ / "topology.json",
+        topology_.to_json(comm_->backend(), {{"training collectives", collective_transport(comm_->backend(), device_)},
+                                             {"agreements and checkpoints", "mpi (host memory)"}}));
   }
   comm_->barrier()->wait();
 
@@ -312,7 +333,7 @@ void SftRecipe::resume() {
 
 // ---- one optimizer step ------------------------------------------------------------------------
 
-bool SftRecipe::agree_preempted(bool at_step_boundary) { return ckpt::agree_preempt(mpi_.world(), at_step_boundary); }
+bool SftRecipe::agree_preempted(bool at_step_boundary) { return ckpt::agree_preempt(host_.get(), at_step_boundary); }
 
 std::vector<model::PackedBatch> SftRecipe::read_step(const StepPlan& plan) const {
   // Empty micro-batches stay empty: ZeRO-3 runs `dummy_` for them.
@@ -375,6 +396,7 @@ StepResult SftRecipe::train_step() {
     batches = read_step(plan);
   }
   profile_.lap(Phase::kData);
+  const double bytes_before = comm_->traffic().total_bytes();
   optimizer_->zero_grad();
   loss_acc_.zero_();
   // The loss is the mean over every unmasked target of the global batch: each micro-batch adds
@@ -391,12 +413,13 @@ StepResult SftRecipe::train_step() {
     const MicroBatch& mb = plan.micro_batches[i];
     if (mb.empty() && c_.dist.zero_stage != 3) continue;
     run_micro_batch(mb, batches[i], weight, loss_acc_);
+    ++micro_batches_run_;
   }
   first_step_ = false;
   // Every micro-batch ran: a signal that came meanwhile costs only the update, after which the boundary
   // agreement saves this step; a micro-batch cut short on any rank leaves a partial gradient, so the
   // step is abandoned and the previous one is what gets saved.
-  if (ckpt::agree_step_end(mpi_.world(), !step_cut_short_) == ckpt::StepAgreement::kAbandonStep) return {true, {}};
+  if (ckpt::agree_step_end(host_.get(), !step_cut_short_) == ckpt::StepAgreement::kAbandonStep) return {true, {}};
   // The device is still working through this step: read the next step's samples meanwhile.
   if (global_step_ + 1 < counts_.total_steps) {
     StepPlan next_plan = planner_->plan(planner_->next(position_));
@@ -423,6 +446,8 @@ StepResult SftRecipe::train_step() {
   r.stats.lr = schedule_->lr(global_step_ - skipped_steps_);  // HF logs the rate after the scheduler's step
   r.stats.tokens = plan.global_tokens;
   r.stats.samples = static_cast<long long>(plan.step_samples.size());
+  r.stats.comm_bytes = comm_->traffic().total_bytes() - bytes_before;
+  ++steps_run_;
   for (int64_t i : plan.step_samples) r.stats.flops += flops_.sample_flops(lengths_[static_cast<size_t>(i)]);
   return r;
 }
@@ -455,7 +480,7 @@ void SftRecipe::save() {
   req.rank0_files = [&](const stdfs::path& dir) { lora_->save(dir, c_.model.model_name_or_path); };
   if (rank_ == 0) req.trainer_state_json = logger_->trainer_state_json();
   req.save_total_limit = c_.training.save_total_limit;
-  const stdfs::path dir = ckpt::save_checkpoint(output_dir_, req, mpi_.world());
+  const stdfs::path dir = ckpt::save_checkpoint(output_dir_, req, host_.get());
   saved_step_ = global_step_;
   log::info("saved {}", dir.string());
 }
@@ -479,6 +504,38 @@ int SftRecipe::stop_preempted(bool abandoned_step) {
 
 // ---- finish ------------------------------------------------------------------------------------
 
+zero::CommModel SftRecipe::comm_model(double micro_batches_per_step) const {
+  zero::CommModelInput in;
+  in.world = world_;
+  in.stage = static_cast<int>(c_.dist.zero_stage);
+  in.offload = c_.dist.offload_optimizer == "cpu";
+  in.lora_padded_numel = optimizer_->padded_numel();
+  in.micro_batches_per_step = micro_batches_per_step;
+  in.zero3_unit_numel = zero3_unit_numel_;
+  in.zero3_elem_bytes = static_cast<int64_t>(c10::elementSize(dtype_));
+  in.zero3_prefetch = c_.dist.stage3_prefetch_layers;
+  return zero::model_step_traffic(in);
+}
+
+nlohmann::json SftRecipe::run_facts() {
+  // Collective: the peaks of every rank (rank 0 alone is not the job's peak under ZeRO-3 or offload).
+  const long long host_kib = host_->all_reduce_max(peak_host_rss_kib(), "gathering peak memory");
+  const std::optional<double> vram = peak_vram_gib(device_);
+  const long long device_mib =
+      host_->all_reduce_max(vram ? static_cast<long long>(*vram * 1024) : -1, "gathering peak memory");
+  nlohmann::json j;
+  j["world_size"] = world_;
+  j["num_nodes"] = topology_.num_nodes();
+  j["peak_host_memory_gib"] = std::round(double(host_kib) / (1024.0 * 1024.0) * 1000) / 1000;
+  if (device_mib >= 0) j["peak_device_memory_gib"] = std::round(double(device_mib) / 1024.0 * 1000) / 1000;
+  if (steps_run_ > 0) {
+    const zero::CommModel model = comm_model(double(micro_batches_run_) / double(steps_run_));
+    j["comm_bytes_per_step_model"] = std::round(model.mean_bytes_per_step(steps_run_));
+    if (model.offload_bytes_per_step > 0) j["offload_bytes_per_step_model"] = std::round(model.offload_bytes_per_step);
+  }
+  return j;
+}
+
 void SftRecipe::finish() {
   if (rank_ == 0 && profile_.steps() > 0) profile_.report(output_dir_ / "profile.json");
   if (graphs_) {
@@ -486,9 +543,17 @@ void SftRecipe::finish() {
     log::info("cuda_graphs: {} graphs captured, {} replays, {} eager micro-batches, {} graphs evicted", gs.captures,
               gs.replays, gs.eager, gs.evictions);
   }
+  nlohmann::json facts = run_facts();
   if (rank_ == 0) {
     lora_->save(output_dir_, c_.model.model_name_or_path);
-    TrainResults res = logger_->finish(now_s());
+    TrainResults res = logger_->finish(now_s(), facts);
+    if (res.run_facts.contains("comm_bytes_per_step") && res.run_facts.contains("comm_bytes_per_step_model")) {
+      const double counted = res.run_facts["comm_bytes_per_step"].get<double>();
+      const double modelled = res.run_facts["comm_bytes_per_step_model"].get<double>();
+      log::info("communication: {} sent per step by rank 0 (counted), {} by the model{}", dist::format_bytes(counted),
+                dist::format_bytes(modelled),
+                modelled > 0 ? fmt::format(" ({:+.2f} %)", (counted - modelled) / modelled * 100) : std::string());
+    }
     log::info("done: {} steps, train_loss {:.4f}, {:.1f} s; adapter in {}", global_step_, res.train_loss,
               res.train_runtime, output_dir_.string());
   }

@@ -10,6 +10,8 @@
 #include "zlora/config/load.h"
 #include "zlora/data/token_store.h"
 #include "zlora/dist/communicator.h"
+#include "zlora/dist/host_group.h"
+#include "zlora/dist/topology.h"
 #include "zlora/model/config.h"
 #include "zlora/model/decoder.h"
 #include "zlora/model/lora.h"
@@ -20,6 +22,7 @@
 #include "zlora/train/schedule.h"
 #include "zlora/train/step_graphs.h"
 #include "zlora/train/step_plan.h"
+#include "zlora/zero/comm_model.h"
 #include "zlora/zero/loss_scaler.h"
 #include "zlora/zero/zero_optimizer.h"
 
@@ -89,6 +92,10 @@ class SftRecipe {
   std::vector<model::PackedBatch> read_step(const StepPlan& plan) const;
   void run_micro_batch(const MicroBatch& mb, const model::PackedBatch& batch, double weight, at::Tensor& loss_acc);
   double update(double lr);  // reduce -> clip -> AdamW; the gradient norm to log
+  // The communication model for this run with `micro_batches_per_step` micro-batches in each step.
+  zero::CommModel comm_model(double micro_batches_per_step) const;
+  // Collective: rank 0's extra facts for train_results.json (peak memory over ranks, traffic, topology).
+  nlohmann::json run_facts();
 
   const config::TrainConfig& c_;
   dist::MpiRuntime& mpi_;
@@ -98,6 +105,8 @@ class SftRecipe {
   // 1. device, precision, communicators
   at::Device device_;
   at::ScalarType dtype_;
+  dist::Topology topology_;                   // where every rank runs; names a lost rank on a timeout
+  std::unique_ptr<dist::HostGroup> host_;     // agreements and checkpoint traffic (MPI, host memory)
   std::unique_ptr<dist::Communicator> comm_;  // ZeRO's collectives (NCCL or MPI)
   // 2-4. data, frozen weights, LoRA
   std::unique_ptr<data::TokenStore> store_;
@@ -105,6 +114,7 @@ class SftRecipe {
   model::ModelConfig mcfg_;
   std::unique_ptr<model::SafetensorsModel> st_;
   std::unique_ptr<model::WeightStore> weights_;
+  std::vector<int64_t> zero3_unit_numel_;  // ZeRO-3: each unit's gathered length (the comm model)
   std::unique_ptr<model::LoraAdapter> lora_;
   std::unique_ptr<model::Decoder> decoder_;
   // 5. ZeRO optimizer, fp16 loss scaling
@@ -143,6 +153,8 @@ class SftRecipe {
   std::optional<std::pair<StepPlan, std::vector<model::PackedBatch>>> next_;  // the prefetched next step
   PhaseProfile profile_;
   long long profile_from_ = 0;
+  long long micro_batches_run_ = 0;  // this process's, for the comm model's ZeRO-3 gathers
+  long long steps_run_ = 0;
 };
 
 }  // namespace zlora::train

@@ -103,7 +103,7 @@ bool RunLogger::should_save() const {
   return opt_.save_steps > 0 && state_.global_step > 0 && state_.global_step % opt_.save_steps == 0;
 }
 
-TrainResults RunLogger::finish(double now) {
+TrainResults RunLogger::finish(double now, const nlohmann::json& run_facts) {
   progress_.finish();
   TrainResults res;
   res.train_runtime = metrics_.elapsed(now);
@@ -112,6 +112,12 @@ TrainResults RunLogger::finish(double now) {
   res.train_loss = metrics_.mean_loss();
   res.total_flos = metrics_.total_flos();
   res.epoch = state_.epoch;
+  res.run_facts = run_facts;
+  if (res.train_runtime > 0)
+    res.run_facts["train_tokens_per_second"] =
+        std::round(double(metrics_.run_tokens()) / res.train_runtime * 100) / 100;
+  if (res.num_steps > 0)
+    res.run_facts["comm_bytes_per_step"] = std::round(metrics_.run_comm_bytes() / double(res.num_steps));
   nlohmann::json summary = res.to_json();
   summary["step"] = state_.global_step;
   state_.log_history.push_back(summary);
@@ -123,6 +129,7 @@ TrainResults RunLogger::finish(double now) {
   line.erase("tokens_per_second");
   line.erase("samples_per_second");
   line.erase("mfu");
+  line.erase("comm_bytes_per_step");
   log_file_.append(line);
   write_train_results(opt_.output_dir, res);
   state_.write(opt_.output_dir / "trainer_state.json");

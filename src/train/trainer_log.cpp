@@ -39,6 +39,7 @@ json log_line(const LogRecord& r) {
   j["tokens_per_second"] = round_to(r.tokens_per_s, 2);
   j["samples_per_second"] = round_to(r.samples_per_s, 3);
   if (r.mfu) j["mfu"] = round_to(*r.mfu, 4);
+  j["comm_bytes_per_step"] = std::round(r.comm_bytes_per_step);
   if (r.vram_allocated_gib) j["vram_allocated"] = round_to(*r.vram_allocated_gib, 2);
   if (r.vram_reserved_gib) j["vram_reserved"] = round_to(*r.vram_reserved_gib, 2);
   return j;
@@ -159,6 +160,7 @@ json TrainResults::to_json() const {
   j["train_runtime"] = runtime;
   j["train_samples_per_second"] = runtime > 0 ? round_to(double(num_samples) / runtime, 3) : 0.0;
   j["train_steps_per_second"] = runtime > 0 ? round_to(double(num_steps) / runtime, 3) : 0.0;
+  if (!run_facts.is_null()) j.update(run_facts);
   return j;
 }
 

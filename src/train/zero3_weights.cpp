@@ -15,7 +15,7 @@ std::string real_name(const std::string& name) {
 
 Zero3WeightStore::Zero3WeightStore(const model::ModelConfig& config, const model::SafetensorsModel& st,
                                    dist::Communicator& comm, at::Device device, at::ScalarType dtype, int64_t prefetch)
-    : config_(config), device_(device), dtype_(dtype) {
+    : config_(config), device_(device), dtype_(dtype), world_(comm.size()) {
   std::vector<zero::UnitSpec> specs;
   const int64_t last = config.num_units() - 1;
   for (int64_t u = 0; u < config.num_units(); ++u) {
@@ -52,6 +52,12 @@ model::UnitWeights Zero3WeightStore::acquire(int64_t unit) {
 void Zero3WeightStore::release(int64_t unit) { store_->release(static_cast<int>(unit)); }
 
 int64_t Zero3WeightStore::local_numel() const { return store_->local_numel(); }
+
+std::vector<int64_t> Zero3WeightStore::gathered_unit_numels() const {
+  std::vector<int64_t> out;
+  for (int u = 0; u < store_->num_units(); ++u) out.push_back(store_->shard_numel(u) * world_);
+  return out;
+}
 
 void Zero3WeightStore::unpin() {
   if (pinned_ >= 0) store_->release(static_cast<int>(pinned_));

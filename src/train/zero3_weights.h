@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace zlora::train {
 
@@ -31,7 +32,8 @@ class Zero3WeightStore : public model::WeightStore {
   model::UnitWeights acquire(int64_t unit) override;
   void release(int64_t unit) override;
 
-  int64_t local_numel() const;  // base-model elements this rank keeps
+  int64_t local_numel() const;                        // base-model elements this rank keeps
+  std::vector<int64_t> gathered_unit_numels() const;  // each unit's length once gathered (shard x world)
 
  private:
   void unpin();
@@ -40,6 +42,7 @@ class Zero3WeightStore : public model::WeightStore {
   at::ScalarType dtype_;
   std::unique_ptr<zero::PartitionedWeightStore> store_;
   int64_t pinned_ = -1;
+  int world_ = 1;
 };
 
 }  // namespace zlora::train

@@ -1,4 +1,4 @@
-// The checkpoint protocol in one process (MPI_COMM_NULL): layout, manifest, discovery of the newest
+// The checkpoint protocol in one process (no HostGroup): layout, manifest, discovery of the newest
 // complete checkpoint, partial checkpoints, pruning, stale cleanup, a writer killed by SIGKILL, the
 // output-directory descriptor (pitfall 3) and the preemption flag.
 #include "test_util.h"
@@ -39,7 +39,7 @@ stdfs::path save(const stdfs::path& out, long long step, const std::string& payl
   r.rank0_files = [](const stdfs::path& dir) { write_file(dir / "adapter_config.json", "{\"r\": 8}"); };
   r.trainer_state_json = json{{"global_step", step}}.dump();
   r.save_total_limit = limit;
-  return save_checkpoint(out, r, MPI_COMM_NULL);
+  return save_checkpoint(out, r, nullptr);
 }
 
 }  // namespace
@@ -196,7 +196,7 @@ TEST(Checkpoint, FailingRank0WriterLeavesLatestAlone) {
   r.step = 2;
   r.payload = "two";
   r.rank0_files = [](const stdfs::path&) { zlora::fail("disk full (simulated)"); };
-  std::string msg = expect_error([&] { save_checkpoint(out.path(), r, MPI_COMM_NULL); });
+  std::string msg = expect_error([&] { save_checkpoint(out.path(), r, nullptr); });
   EXPECT_NE(msg.find("disk full"), std::string::npos);
   EXPECT_EQ(read_file(out / "latest"), "checkpoint-1\n");
   EXPECT_EQ(find_latest_checkpoint(out.path())->step(), 1);
@@ -222,7 +222,7 @@ TEST(Checkpoint, WriterKilledMidSaveLeavesPreviousLatest) {
       raise(SIGKILL);
     };
     try {
-      save_checkpoint(out.path(), r, MPI_COMM_NULL);
+      save_checkpoint(out.path(), r, nullptr);
     } catch (...) {
     }
     _exit(3);  // not reached
@@ -252,7 +252,7 @@ TEST(Checkpoint, WriterKilledMidSaveLeavesPreviousLatest) {
       r.step = 100 + delay_ms;
       r.payload = big;
       try {
-        save_checkpoint(out.path(), r, MPI_COMM_NULL);
+        save_checkpoint(out.path(), r, nullptr);
       } catch (...) {
       }
       _exit(0);
@@ -414,11 +414,11 @@ TEST(Preemption, SignalsSetTheFlagAndHandlersAreRestored) {
   {
     PreemptionGuard guard;
     EXPECT_FALSE(preempt_requested());
-    EXPECT_FALSE(agree_preempt(MPI_COMM_NULL));
+    EXPECT_FALSE(agree_preempt(nullptr));
     raise(SIGUSR1);
     EXPECT_TRUE(preempt_requested());
     EXPECT_EQ(preempt_signal(), SIGUSR1);
-    EXPECT_TRUE(agree_preempt(MPI_COMM_NULL));
+    EXPECT_TRUE(agree_preempt(nullptr));
     clear_preempt();
     raise(SIGTERM);  // handled: the process is still here
     EXPECT_EQ(preempt_signal(), SIGTERM);

@@ -6,6 +6,7 @@
 #include "zlora/ckpt/preempt.h"
 #include "zlora/core/error.h"
 #include "zlora/core/sha256.h"
+#include "zlora/dist/host_group.h"
 #include "zlora/dist/mpi_runtime.h"
 
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@ namespace stdfs = std::filesystem;
 
 namespace {
 zlora::dist::MpiRuntime* g_mpi = nullptr;
+zlora::dist::HostGroup* g_group = nullptr;  // the checkpoint and preemption collectives (60 s timeout)
 
 // A directory shared by all ranks: rank 0 creates it, broadcasts the name, removes it at the end.
 class SharedDir {
@@ -54,7 +56,7 @@ stdfs::path save(const stdfs::path& out, long long step, std::optional<long long
   r.rank0_files = [](const stdfs::path& dir) { zlora::test::write_file(dir / "adapter_config.json", "{}"); };
   r.trainer_state_json = "{}";
   r.save_total_limit = limit;
-  return save_checkpoint(out, r, MPI_COMM_WORLD);
+  return save_checkpoint(out, r, g_group);
 }
 }  // namespace
 
@@ -154,7 +156,7 @@ TEST(CheckpointMpi, AFailureOnOneRankFailsTheSaveOnAll) {
   bool threw = false;
   std::string msg;
   try {
-    save_checkpoint(where, r, MPI_COMM_WORLD);
+    save_checkpoint(where, r, g_group);
   } catch (const zlora::Error& e) {
     threw = true;
     msg = e.what();
@@ -172,16 +174,18 @@ TEST(CheckpointMpi, AFailureOnOneRankFailsTheSaveOnAll) {
 
 TEST(CheckpointMpi, AllRanksAgreeOnPreemption) {
   clear_preempt();
-  EXPECT_FALSE(agree_preempt(MPI_COMM_WORLD));
+  EXPECT_FALSE(agree_preempt(g_group));
   if (g_mpi->rank() == g_mpi->size() - 1) request_preempt(SIGUSR1);  // only the last rank was signalled
-  EXPECT_TRUE(agree_preempt(MPI_COMM_WORLD));
+  EXPECT_TRUE(agree_preempt(g_group));
   clear_preempt();
-  EXPECT_FALSE(agree_preempt(MPI_COMM_WORLD));
+  EXPECT_FALSE(agree_preempt(g_group));
 }
 
 int main(int argc, char** argv) {
   zlora::dist::MpiRuntime mpi(&argc, &argv);
   g_mpi = &mpi;
+  zlora::dist::HostGroup group(mpi, 60);
+  g_group = &group;
   ::testing::InitGoogleTest(&argc, argv);
   if (mpi.rank() != 0)
     delete ::testing::UnitTest::GetInstance()->listeners().Release(

@@ -182,7 +182,7 @@ double toy_train(const stdfs::path& out, long long crash_after, bool resume) {
       req.payload = bytes;
       req.trainer_state_json = logger.trainer_state_json();
       req.save_total_limit = 2;
-      ckpt::save_checkpoint(out, req, MPI_COMM_NULL);
+      ckpt::save_checkpoint(out, req, nullptr);
     }
     if (logger.global_step() == crash_after) return w;
   }

@@ -21,6 +21,10 @@
 
 #include <mpi.h>
 
+namespace zlora::dist {
+class HostGroup;
+}
+
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -74,11 +78,12 @@ struct SaveRequest {
   std::optional<long long> save_total_limit;  // prune older complete checkpoints beyond this count
 };
 
-// Collective: every rank of `comm` calls it with its payload. Returns the final checkpoint directory
-// once `latest` names it, on every rank; throws zlora::Error on every rank when any rank failed, leaving
-// only a .tmp directory behind (removed by clean_stale()).
+// Collective: every rank of `group` calls it with its payload (group null: a single process). Returns the
+// final checkpoint directory once `latest` names it, on every rank; throws zlora::Error on every rank when
+// any rank failed, leaving only a .tmp directory behind (removed by clean_stale()). Its collectives are
+// bounded by the group's ddp_timeout: a rank lost mid-save ends the job with a message naming it.
 std::filesystem::path save_checkpoint(const std::filesystem::path& output_dir, const SaveRequest& request,
-                                      MPI_Comm comm);
+                                      dist::HostGroup* group);
 
 // Checks one checkpoint directory. deep = true also re-hashes every file (discovery, resume); false
 // checks the manifest and file sizes only (pruning). On failure returns nullopt and says why in `why`.

@@ -1,14 +1,16 @@
 // Preemption: Slurm sends SIGUSR1 (with --signal=USR1@T) or SIGTERM before killing a job, mpirun
 // SIGTERM when it is itself terminated. The handler only sets a flag; the trainer calls agree_preempt(),
-// an MPI_Allreduce (MAX), at each optimizer-step boundary and, within a step, before each micro-batch
+// an all-reduce (MAX) over the HostGroup, at each optimizer-step boundary and, within a step, before each micro-batch
 // and before the update, so that every rank sees the same answer at the same point: all abandon the
 // step in flight (or stop at the boundary), save the last finished step together and exit with
 // kExitPreempted. jobs/ scripts requeue on that code and resume from `latest`.
 #pragma once
 
-#include <mpi.h>
-
 #include <csignal>
+
+namespace zlora::dist {
+class HostGroup;
+}
 
 namespace zlora::ckpt {
 
@@ -36,10 +38,11 @@ int preempt_signal();           // the signal number received, 0 if none
 void request_preempt(int sig);  // as if `sig` had arrived (tests, or a wall-clock limit)
 void clear_preempt();
 
-// Collective: true on every rank when any rank was signalled. MPI_COMM_NULL: local. at_step_boundary:
+// Collective: true on every rank when any rank was signalled. group null: local. at_step_boundary:
 // the agreement between two optimizer steps, where the fault point step_boundary is (ckpt/fault.h);
-// false within a step.
-bool agree_preempt(MPI_Comm comm, bool at_step_boundary = true);
+// false within a step. Bounded by the group's ddp_timeout: a rank that died mid-step leaves the others
+// here, and they end the job naming it (dist/host_group.h).
+bool agree_preempt(dist::HostGroup* group, bool at_step_boundary = true);
 
 // Collective, before an optimizer update: what the ranks agree on once every micro-batch of the step ran.
 enum class StepAgreement {
@@ -47,6 +50,6 @@ enum class StepAgreement {
   kFinishStep,   // a rank was signalled, every rank's step is complete: update, then checkpoint this step
   kAbandonStep,  // some rank's step was cut short (an interrupted micro-batch): checkpoint the last one
 };
-StepAgreement agree_step_end(MPI_Comm comm, bool my_step_complete);
+StepAgreement agree_step_end(dist::HostGroup* group, bool my_step_complete);
 
 }  // namespace zlora::ckpt

@@ -8,6 +8,8 @@
 // handle also holds a reference, so dropping it early does not free memory MPI/NCCL still writes).
 #pragma once
 
+#include "zlora/dist/traffic.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <memory>
@@ -16,6 +18,7 @@
 namespace zlora::dist {
 
 class MpiRuntime;
+class Topology;
 
 enum class ReduceOp { kSum, kAvg, kMax };
 const char* to_string(ReduceOp op);
@@ -50,11 +53,27 @@ class Communicator {
   // In place: every rank receives root's `tensor`.
   virtual WorkPtr broadcast(const at::Tensor& tensor, int root) = 0;
   virtual WorkPtr barrier() = 0;
+
+  // Every collective this communicator issued, priced by traffic.h's ring convention (the bytes this
+  // rank sends on the wire: fp32 for the MPI backend's staged 16-bit reductions).
+  const Traffic& traffic() const { return traffic_; }
+
+ protected:
+  void count(CollectiveKind kind, double payload_bytes) { traffic_.add(kind, payload_bytes, size()); }
+
+ private:
+  Traffic traffic_;
 };
+
+// "all_reduce of 4096 fp32 elements": how a collective is named in errors and timeouts.
+std::string describe_collective(const char* op, const at::Tensor& t);
 
 struct CommOptions {
   std::string kind = "auto";  // auto | nccl | mpi
   double timeout_s = 1800;    // ddp_timeout
+  // Where every rank runs (may be null): a timeout message then names the ranks that stopped answering.
+  // Must outlive the communicator.
+  const Topology* topology = nullptr;
 };
 
 // The communicator over MPI_COMM_WORLD chosen by `options.kind`: "nccl" needs a CUDA build and a GPU,

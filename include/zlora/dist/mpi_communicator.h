@@ -4,7 +4,7 @@
 // ranks share one GPU in tests and gives a fallback where NCCL is unusable.
 //
 // Progress: the runtime is MPI_THREAD_FUNNELED, so a collective advances only while this thread is
-// inside MPI; wait() polls MPI_Test until completion or the deadline.
+// inside MPI; wait() polls MPI_Test until completion or the deadline (deadline.h's poll_until).
 #pragma once
 
 #include "zlora/dist/communicator.h"
@@ -19,7 +19,7 @@ class MpiCommunicator final : public Communicator {
  public:
   // Duplicates `comm` (so zlora's collectives never match a caller's own MPI traffic) and frees the
   // duplicate on destruction. `mpi` must outlive this object; it ends the job on a timeout.
-  MpiCommunicator(const MpiRuntime& mpi, MPI_Comm comm, double timeout_s);
+  MpiCommunicator(const MpiRuntime& mpi, MPI_Comm comm, double timeout_s, const Topology* topology = nullptr);
   ~MpiCommunicator() override;
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
@@ -45,6 +45,7 @@ class MpiCommunicator final : public Communicator {
 
  private:
   const MpiRuntime* mpi_;
+  const Topology* topology_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;

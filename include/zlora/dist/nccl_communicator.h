@@ -40,7 +40,7 @@ class CudaEvent {
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over MPI_COMM_WORLD of `mpi`, which must outlive this object.
-  NcclCommunicator(const MpiRuntime& mpi, double timeout_s);
+  NcclCommunicator(const MpiRuntime& mpi, double timeout_s, const Topology* topology = nullptr);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -60,6 +60,8 @@ class NcclCommunicator final : public Communicator {
 
   // Throws nothing: ends the job (after ncclCommAbort) because `what` failed or timed out on this rank.
   [[noreturn]] void abort(const std::string& what, const std::string& why);
+  // Ends the job because `what` outlived ddp_timeout (the message names the ranks that stopped answering).
+  [[noreturn]] void abort_timeout(const std::string& what);
   // Non-blocking check of NCCL's asynchronous error state; aborts the job on an error.
   void check_async(const std::string& what);
 
@@ -69,6 +71,7 @@ class NcclCommunicator final : public Communicator {
   WorkPtr finish(std::string what, std::vector<at::Tensor> keep);
 
   const MpiRuntime* mpi_;
+  const Topology* topology_;
   int rank_ = 0;
   int size_ = 1;
   int device_ = 0;

@@ -37,7 +37,8 @@ struct StepStats {
   double grad_norm = 0;  // global, before clipping
   long long tokens = 0;  // global tokens of the step
   long long samples = 0;
-  double flops = 0;  // global model FLOPs of the step (FlopsModel::sample_flops summed)
+  double flops = 0;       // global model FLOPs of the step (FlopsModel::sample_flops summed)
+  double comm_bytes = 0;  // bytes this rank's communicator sent in the step (dist/traffic.h's convention)
 };
 
 // What a log point reports; the fields of trainer_log.jsonl / log_history / the console line.
@@ -51,11 +52,12 @@ struct LogRecord {
   double percentage = 0;
   double elapsed_s = 0;
   double remaining_s = 0;
-  double throughput = 0;       // tokens/s over this process's run (LLaMA-Factory: input tokens seen / elapsed)
-  double samples_per_s = 0;    // over the window
-  double tokens_per_s = 0;     // over the window
-  std::optional<double> mfu;   // over the window, 0..1; unset on unknown GPUs and the CPU
-  long long total_tokens = 0;  // tokens seen since step 0 (resumes included)
+  double throughput = 0;           // tokens/s over this process's run (LLaMA-Factory: input tokens seen / elapsed)
+  double samples_per_s = 0;        // over the window
+  double tokens_per_s = 0;         // over the window
+  std::optional<double> mfu;       // over the window, 0..1; unset on unknown GPUs and the CPU
+  long long total_tokens = 0;      // tokens seen since step 0 (resumes included)
+  double comm_bytes_per_step = 0;  // mean over the window of StepStats::comm_bytes
   std::optional<double> vram_allocated_gib;
   std::optional<double> vram_reserved_gib;
 };
@@ -78,6 +80,8 @@ class MetricsTracker {
   // Mean loss over all steps of this process's run (HF's train_loss).
   double mean_loss() const { return run_steps_ ? run_loss_sum_ / double(run_steps_) : 0.0; }
   long long run_steps() const { return run_steps_; }
+  long long run_tokens() const { return run_tokens_; }
+  double run_comm_bytes() const { return run_comm_bytes_; }  // StepStats::comm_bytes summed over the run
   double elapsed(double now) const { return now - start_time_; }
   // The loss part of the open window (sum of step losses, steps), so that a checkpoint taken between log
   // points resumes with the same logged mean as an uninterrupted run.
@@ -96,7 +100,7 @@ class MetricsTracker {
   double run_loss_sum_ = 0;
   long long run_steps_ = 0;
   // window since the last record
-  double window_start_, window_loss_ = 0, window_flops_ = 0;
+  double window_start_, window_loss_ = 0, window_flops_ = 0, window_comm_bytes_ = 0, run_comm_bytes_ = 0;
   long long window_steps_ = 0, window_tokens_ = 0, window_samples_ = 0, window_loss_steps_ = 0;
   double last_lr_ = 0, last_grad_norm_ = 0;
 };

@@ -50,7 +50,8 @@ class RunLogger {
 
   // The end of training: the final log_history entry and jsonl line, train_results.json, all_results.json,
   // trainer_state.json, and the plot with plot_loss. Returns the results written.
-  TrainResults finish(double now);
+  // run_facts: merged into train_results.json / all_results.json (TrainResults::run_facts).
+  TrainResults finish(double now, const nlohmann::json& run_facts = {});
 
  private:
   RunLoggerOptions opt_;

@@ -69,6 +69,9 @@ struct TrainResults {
   double train_loss = 0;
   double total_flos = 0;
   double epoch = 0;
+  // zlora's additions, merged in as they are (train_tokens_per_second, comm_bytes_per_step and its
+  // model, peak memory, world size, nodes): what a scaling table reads.
+  nlohmann::json run_facts;
   nlohmann::json to_json() const;  // with HF's rounding (runtime 4 digits, rates 3)
 };
 

@@ -1,0 +1,36 @@
+// The one wait policy of every zlora collective, whatever the backend (c10d's Work::wait with a timeout,
+// kept in one place): poll a completion test, yielding at first (small collectives finish within
+// microseconds) and then sleeping with back-off (ranks often share cores), until it reports done or the
+// deadline passes. On the deadline the job ends with timeout_message(): the operation, the backend, this
+// rank, and which ranks stopped answering (Topology::diagnose).
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace zlora::dist {
+
+class MpiRuntime;
+class Topology;
+
+struct PollPolicy {
+  int spin_polls = 200;   // sched_yield() between the first polls
+  int max_nap_us = 2000;  // then sleeps doubling from 20 us up to this
+};
+
+// Returns once `done()` is true. When `timeout_s` seconds pass first, calls `on_timeout()`, which must not
+// return (it ends the job).
+void poll_until(const std::function<bool()>& done, double timeout_s, const std::function<void()>& on_timeout,
+                PollPolicy policy = {});
+
+// What a collective that outlived ddp_timeout reports: `what` (e.g. "all_reduce of 4 fp32 elements") on
+// `backend`, this rank of `size`, and, with a topology, the ranks that no longer answer (by host and pid)
+// or that every other rank still runs (so one is stuck or skipped the collective).
+std::string timeout_message(const std::string& what, const std::string& backend, int rank, int size, double timeout_s,
+                            const Topology* topology);
+
+// Ends the job with timeout_message() (MpiRuntime::fail_job, exit code 3).
+[[noreturn]] void end_job_on_timeout(const MpiRuntime& mpi, const std::string& what, const std::string& backend,
+                                     int rank, int size, double timeout_s, const Topology* topology);
+
+}  // namespace zlora::dist
