@@ -130,7 +130,9 @@ TEST(ScalingReport, WritesTablesAndPlots) {
   EXPECT_EQ(zlora::test::count_occurrences(svg, "<polyline"), 4u);  // 2 series x 2 panels
   EXPECT_TRUE(contains(svg, "1 rank(s)/node, ZeRO 3, offload none"));
   EXPECT_EQ(files.png, zlora::train::png_supported());
-  if (files.png) EXPECT_EQ(read_file(t / "scaling.png").substr(1, 3), "PNG");
+  if (files.png) {
+    EXPECT_EQ(read_file(t / "scaling.png").substr(1, 3), "PNG");
+  }
 }
 
 TEST(ScalingReport, MissingAndBrokenFilesAreNotErrors) {
