@@ -120,6 +120,7 @@ if [[ -z "$zlora" ]]; then
   if [[ -x "$root/build/bin/zlora" ]]; then zlora=$root/build/bin/zlora; else zlora=$(command -v zlora || true); fi
 fi
 [[ -n "$zlora" && -x "$zlora" ]] || usage_error "no zlora binary (build it, or pass --zlora BIN / set ZLORA)"
+[[ "$zlora" == */* ]] && zlora=$(realpath "$zlora")
 max_nodes=1
 for n in "${nodes[@]}"; do if ((n > max_nodes)); then max_nodes=$n; fi; done
 hosts=()
@@ -165,7 +166,9 @@ EOF
 failure_reason() {
   local rc=$1 logf=$2 line=""
   if [[ -f "$logf" ]]; then
-    line=$(grep -E 'zlora: error|error:|Error|ERROR|Killed|timed out' "$logf" | grep -v '^\s*$' | tail -n 1 || true)
+    # zlora's own message first (the launcher's "task exited" lines come after it).
+    line=$(grep -E 'zlora: (error|internal error)' "$logf" | tail -n 1 || true)
+    [[ -n "$line" ]] || line=$(grep -E 'error:|Error|ERROR|Killed|timed out' "$logf" | tail -n 1 || true)
     [[ -n "$line" ]] || line=$(grep -v '^\s*$' "$logf" | tail -n 1 || true)
   fi
   if ((rc == 124)); then echo "timed out after ${timeout_s} s${line:+: $line}"; else echo "exit code $rc${line:+: $line}"; fi
@@ -284,6 +287,6 @@ for p in "${pids[@]}"; do wait "$p" || true; done
 
 log "$count run(s) done; writing the report"
 "$zlora" scaling-report "$out" || die "zlora scaling-report $out failed"
-failed=$(grep -l '"status": "failed"' "$out"/runs/*/sweep_run.json 2> /dev/null | wc -l)
+failed=$(cat "$out"/runs/*/sweep_run.json 2> /dev/null | grep -c '"status": "failed"' || true)
 log "table: $out/scaling.md ($failed of $count run(s) failed)"
 ((failed == 0)) || exit 3
