@@ -166,6 +166,13 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
+// A Markdown table cell: '|' would end the cell, a newline the row.
+std::string md_cell(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '|' ? std::string("\\|") : c == '\n' ? std::string(" ") : std::string(1, c);
+  return out;
+}
+
 json opt_json(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
 }  // namespace
@@ -224,13 +231,13 @@ std::string render_markdown(const std::vector<RunRow>& rows, const std::string& 
   for (int i = 0; i < 17; ++i) s += " --- |";
   s += "\n";
   for (const auto& r : rows) {
-    s += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.name,
-                     r.nodes, r.ranks_per_node, r.world_size ? std::to_string(*r.world_size) : "n/a", r.zero_stage,
-                     r.offload, r.status, fmt_opt(r.train_runtime_s, 3), fmt_opt(r.samples_per_s, 3),
+    s += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                     md_cell(r.name), r.nodes, r.ranks_per_node, r.world_size ? std::to_string(*r.world_size) : "n/a",
+                     r.zero_stage, r.offload, r.status, fmt_opt(r.train_runtime_s, 3), fmt_opt(r.samples_per_s, 3),
                      fmt_opt(r.tokens_per_s, 1), r.efficiency ? fmt::format("{:.1f} %", *r.efficiency * 100) : "n/a",
                      fmt_opt(r.peak_device_gib, 2), fmt_opt(r.peak_host_gib, 2), fmt_int(r.comm_bytes_per_step),
-                     fmt_int(r.comm_bytes_per_step_model), r.hosts.empty() ? "n/a" : r.hosts,
-                     r.reason.empty() ? "" : r.reason);
+                     fmt_int(r.comm_bytes_per_step_model), r.hosts.empty() ? "n/a" : md_cell(r.hosts),
+                     md_cell(r.reason));
   }
   return s;
 }

@@ -66,7 +66,7 @@ void make_sweep(const std::filesystem::path& out) {
   old_run(runs / "n1-r1-z3-none", 2.0, 1000);  // 500 tokens/s
   launch(runs / "n2-r1-z3-none", 2, 1, 3, "ok");
   old_run(runs / "n2-r1-z3-none", 2.0, 1600);  // 800 tokens/s
-  launch(runs / "n4-r1-z3-none", 4, 1, 3, "failed", "mpirun exited 1: zlora: error: boom");
+  launch(runs / "n4-r1-z3-none", 4, 1, 3, "failed", "mpirun exited 1: zlora: error: boom | a\nb");
 }
 
 const sc::RunRow& row(const std::vector<sc::RunRow>& rows, const std::string& name) {
@@ -116,13 +116,14 @@ TEST(ScalingReport, WritesTablesAndPlots) {
   EXPECT_EQ(zlora::test::count_occurrences(md, "\n| n"), 5u) << md;
   EXPECT_TRUE(contains(md, "| 90.0 % |")) << md;
   EXPECT_TRUE(contains(md, "| failed |")) << md;
+  EXPECT_TRUE(contains(md, "zlora: error: boom \\| a b |\n")) << md;  // escaped, one line
   EXPECT_TRUE(contains(md, "| n/a |")) << md;
   json j = json::parse(read_file(t / "scaling.json"));
   ASSERT_EQ(j["runs"].size(), 5u);
   EXPECT_TRUE(j["runs"][4]["tokens_per_second"].is_null());
   EXPECT_EQ(j["runs"][4]["status"], "failed");
   std::string csv = read_file(t / "scaling.csv");
-  EXPECT_EQ(zlora::test::count_occurrences(csv, "\n"), 6u) << csv;
+  EXPECT_EQ(zlora::test::count_occurrences(csv, "\n"), 7u) << csv;  // the reason's newline is quoted
   EXPECT_TRUE(contains(csv, "\nn2-r1-z2-none,2,1,2,2,none,ok,")) << csv;
   std::string svg = read_file(t / "scaling.svg");
   EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
