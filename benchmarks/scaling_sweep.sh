@@ -19,7 +19,7 @@
 #   --out DIR                  the sweep directory (required); run R is DIR/runs/n{N}-r{R}-z{S}-{offload}
 #   --zlora BIN                the zlora binary (default: $ZLORA, else build/bin/zlora, else zlora on PATH)
 #   --force                    replace run directories left by an earlier sweep (those with sweep_run.json)
-#   --timeout S                end a run after S seconds (recorded as failed; default: no limit)
+#   --timeout S                mpirun: end a run after S seconds (recorded as failed; default: no limit)
 #   --dry-run                  print the launch commands; run nothing
 #   mpirun:
 #   --hostfile F               hosts, one a line (OpenMPI's "host slots=N" format; comments allowed); a
@@ -32,6 +32,8 @@
 #   --sbatch-args "ARGS"       extra sbatch options (e.g. "--partition=gpu --gres=gpu:8 --exclusive")
 #   --sbatch-script F          the batch script (default jobs/slurm_multinode.sbatch)
 #   --serial                   one job at a time (default: all submitted at once, then waited for)
+#                              An interrupt (Ctrl-C) stops the waiting only: scancel the jobs, named
+#                              zlora-sweep-n{N}-r{R}-z{S}-{offload}, yourself.
 #
 # Every run is a row of the table: one that failed is recorded as failed with its reason (the exit code
 # and the log's error line), never dropped. Exit codes: 0 every run succeeded; 3 the report was written
@@ -136,6 +138,8 @@ if [[ "$launcher" == mpirun ]]; then
 else
   [[ -z "$hostfile" ]] || usage_error "--hostfile is for --launcher mpirun (Slurm picks the nodes)"
   [[ -f "$sbatch_script" ]] || usage_error "--sbatch-script '$sbatch_script' is not a file"
+  ((timeout_s == 0)) ||
+    usage_error "--timeout is for --launcher mpirun; under sbatch give the jobs a limit: --sbatch-args \"--time=MIN --no-requeue\""
   ((dry_run)) || command -v sbatch > /dev/null || usage_error "no sbatch command (is this a Slurm login node?)"
 fi
 config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
@@ -148,7 +152,7 @@ json_str() { # a JSON string literal
   s=${s//$'\t'/ }
   s=${s//$'\r'/ }
   s=${s//$'\n'/ | }
-  printf '"%s"' "$s"
+  printf '"%s"' "$(printf '%s' "$s" | tr -d '\000-\037\177')" # other control characters (colour codes)
 }
 
 # record DIR N R S O STATUS EXIT REASON WALL: DIR/sweep_run.json (atomically).

@@ -53,7 +53,7 @@ void print_usage(std::FILE* out) {
                "       mpirun -np N zlora train CONFIG.yaml [--option value ...]\n\ncommands:\n",
                ZLORA_VERSION);
   for (const auto& c : commands())
-    if (!c.hidden) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+    if (!c.hidden) std::fprintf(out, "  %-14s %s\n", c.name, c.summary);
   std::fprintf(out, "\n`zlora <command> --help` lists a command's options.\n");
 }
 
