@@ -10,6 +10,9 @@
 
 namespace zlora::cli {
 
+// cmd_scaling_report.cpp (declared here, not in commands.h, so that the other commands need no rebuild).
+int run_scaling_report(const Args& args, Session& session);
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> list = {
       {"prepare", "tokenize datasets through a chat template into an HDF5 token store", run_prepare, false},
@@ -19,6 +22,7 @@ const std::vector<Command>& commands() {
       {"info", "describe an HDF5 token store; dump samples as JSON", run_info, false},
       {"tokenize", "encode JSON-lines strings to token ids (or decode with --decode)", run_tokenize, false},
       {"plot", "redraw training_loss.svg/.png from an output directory", run_plot, false},
+      {"scaling-report", "tables and plot of a benchmarks/scaling_sweep.sh sweep directory", run_scaling_report, false},
       {"init-model", "write a model directory with random weights for any config.json (tests, benchmarks)",
        run_init_model, false},
       {"config-reference", "print the options of every command as Markdown", run_config_reference, true},
@@ -49,7 +53,7 @@ void print_usage(std::FILE* out) {
                "       mpirun -np N zlora train CONFIG.yaml [--option value ...]\n\ncommands:\n",
                ZLORA_VERSION);
   for (const auto& c : commands())
-    if (!c.hidden) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+    if (!c.hidden) std::fprintf(out, "  %-14s %s\n", c.name, c.summary);
   std::fprintf(out, "\n`zlora <command> --help` lists a command's options.\n");
 }
 
