@@ -8,7 +8,8 @@
 # tools/cluster/netns_rig.sh down. The work directory is removed on success and kept on failure.
 #
 # Environment (ctest sets them): ZLORA_BIN (the zlora binary), ZLORA_SOURCE_DIR (the checkout),
-# ZLORA_BUILD_DIR (where the shared fixture is kept), ZLORA_NODE_REF_DIR (the reference tokenizer
+# ZLORA_BUILD_DIR (where the shared fixture is kept), ZLORA_ADAPTER_DIFF (the adapter comparer of
+# tests/tools/adapter_diff.cpp), ZLORA_NODE_REF_DIR (the reference tokenizer
 # that the data_node_ref fixture installs; tools/golden/tokenizer/fetch.sh DIR installs it by hand).
 set -euo pipefail
 
@@ -16,6 +17,7 @@ readonly CL_SKIP=77
 CL_SRC=${ZLORA_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 CL_BUILD=${ZLORA_BUILD_DIR:-$CL_SRC/build}
 CL_ZLORA=${ZLORA_BIN:-$CL_BUILD/bin/zlora}
+CL_DIFF=${ZLORA_ADAPTER_DIFF:-$CL_BUILD/tests/tools/zlora_adapter_diff}
 CL_NODE_REF=${ZLORA_NODE_REF_DIR:-$CL_BUILD/node_ref}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export PATH=$PATH:/usr/sbin:/sbin
@@ -94,10 +96,12 @@ cl_need_zlora() {
 # uninterrupted runs under plain mpirun on this host (one "node"):
 #   $CL_FIX/job.yaml        ZeRO 2, 12 steps, batch 2 per rank, a checkpoint every 2 steps, no output_dir
 #   $CL_FIX/ref-np2-z2-12   2 ranks, job.yaml as it is              (the Slurm tests)
-#   $CL_FIX/ref-np2-z2-6    2 ranks, --max_steps 6                   (the netns test, ZeRO 2)
-#   $CL_FIX/ref-np2-z3-6    2 ranks, --max_steps 6 --zero_stage 3    (the netns test, ZeRO 3)
+#   $CL_FIX/ref-npN-CFG-g8  for each CFG of CL_ZERO_CONFIGS (ZeRO 0, 1, 1+offload, 2, 2+offload, 3,
+#                           3+offload), --max_steps 6, a global batch of 8 = 2 per rank x accumulation
+#                           x N: N = 1 (one process, no mpirun, --gradient_accumulation_steps 4), 2
+#                           (accumulation 2) and 4 (accumulation 1)   (the netns matrix)
 # Made once into $CL_BUILD/cluster-fixture and reused while the zlora binary and this file are
-# unchanged (a stamp of the binary and of these two functions); a lock keeps concurrent tests from making it twice.
+# unchanged (a stamp of the binary and of these functions); a lock keeps concurrent tests from making it twice.
 cl_fixture() {
   cl_need_zlora
   CL_FIX=$CL_BUILD/cluster-fixture
@@ -105,7 +109,7 @@ cl_fixture() {
   [[ -f "$tok/tokenizer.json" ]] ||
     cl_skip "no reference tokenizer in $tok (ctest runs the data_node_ref_fetch fixture first; by hand: tools/golden/tokenizer/fetch.sh $CL_NODE_REF)"
   local stamp
-  stamp="$(stat -c '%s %Y' "$CL_ZLORA") $(declare -f cl_fixture cl_ref | sha256sum | cut -c1-16)"
+  stamp="$(stat -c '%s %Y' "$CL_ZLORA") $(declare -f cl_fixture cl_ref cl_ref_np cl_zero_flags | sha256sum | cut -c1-16)"
   mkdir -p "$CL_BUILD"
   exec 9> "$CL_BUILD/cluster-fixture.lock"
   flock 9
@@ -142,21 +146,66 @@ comm: mpi
 zero_stage: 2
 EOF
     cl_ref ref-np2-z2-12
-    cl_ref ref-np2-z2-6 --max_steps 6
-    cl_ref ref-np2-z3-6 --max_steps 6 --zero_stage 3
+    local cfg np
+    for cfg in "${CL_ZERO_CONFIGS[@]}"; do
+      for np in 1 2 4; do
+        # shellcheck disable=SC2046 # cl_zero_flags prints one flag or value per word
+        cl_ref_np "$np" "ref-np$np-$cfg-g8" --max_steps 6 --gradient_accumulation_steps $((4 / np)) $(cl_zero_flags "$cfg")
+      done
+    done
     echo "$stamp" > "$CL_FIX/stamp"
   fi
   flock -u 9
   exec 9>&-
 }
 
-cl_ref() {
-  local name=$1 t
-  shift
+cl_ref() { cl_ref_np 2 "$@"; }
+
+# cl_ref_np NP NAME [FLAGS...]: a reference run of job.yaml on this host: NP ranks under plain mpirun,
+# or for NP=1 one process without mpirun.
+cl_ref_np() {
+  local np=$1 name=$2 t
+  shift 2
+  local -a launch=(mpirun -np "$np" --oversubscribe --bind-to none)
+  if ((np == 1)); then launch=(); fi
   t=$(date +%s.%N)
-  mpirun -np 2 --oversubscribe --bind-to none "$CL_ZLORA" train "$CL_FIX/job.yaml" --output_dir "$CL_FIX/$name" "$@" \
+  "${launch[@]}" "$CL_ZLORA" train "$CL_FIX/job.yaml" --output_dir "$CL_FIX/$name" "$@" \
     > "$CL_FIX/$name.log" 2>&1 || cl_fail "reference run $name failed: $(tail -5 "$CL_FIX/$name.log")"
   cl_log "fixture: $name in $(printf '%.1f' "$(echo "$(date +%s.%N) - $t" | bc)") s"
+}
+
+# The ZeRO configurations of the netns matrix, and the zlora flags of each.
+CL_ZERO_CONFIGS=(z0 z1 z1off z2 z2off z3 z3off)
+cl_zero_flags() {
+  local off=none
+  if [[ "$1" == *off ]]; then off=cpu; fi
+  local stage=${1#z}
+  echo "--zero_stage ${stage%off} --offload_optimizer $off"
+}
+
+# cl_close_adapter DIR REF [TOLERANCE]: every tensor of DIR's adapter is within TOLERANCE (default 1e-5)
+# relative error (||a - b|| / ||b||) of the reference run REF's (zlora_adapter_diff, tests/tools/).
+cl_close_adapter() {
+  local tol=${3:-1e-5} rc=0 report
+  [[ -x "$CL_DIFF" ]] || cl_fail "no zlora_adapter_diff at $CL_DIFF (build it, or set ZLORA_ADAPTER_DIFF)"
+  report=$("$CL_DIFF" "$1" "$CL_FIX/$2" "$tol" 2>&1) || rc=$?
+  ((rc == 0)) || cl_fail "$1's adapter is not within $tol of $2's (exit $rc): $report"
+  cl_log "adapter within $tol of $2: $(tail -n 1 <<< "$report")"
+}
+
+# cl_ref_once NAME [FLAGS...]: a reference run that only some tests need (2 ranks, job.yaml and FLAGS),
+# made by the first test that asks and kept with the fixture (it goes when the fixture is remade).
+cl_ref_once() {
+  local name=$1
+  exec 9> "$CL_BUILD/cluster-fixture.lock"
+  flock 9
+  if [[ ! -f "$CL_FIX/$name.done" ]]; then
+    rm -rf "${CL_FIX:?}/$name"
+    cl_ref "$@"
+    touch "$CL_FIX/$name.done"
+  fi
+  flock -u 9
+  exec 9>&-
 }
 
 # cl_same_adapter DIR REF: DIR's adapter is byte-identical to the reference run REF's.
@@ -205,6 +254,27 @@ cl_slurm_up() {
   export SLURM_CONF=$CL_RIG/etc/slurm.conf
   export ZLORA=$CL_ZLORA ZLORA_JOBS_DIR=$CL_SRC/jobs
   cl_log "Slurm rig up: n[1-$n] ($CL_RIG)"
+}
+
+# cl_submit SCRIPT OUT LOG [SBATCH_OPTIONS...] [-- ZLORA_FLAGS...]: submits jobs/SCRIPT (unedited) with
+# the fixture's job.yaml, --output_dir OUT and its --output LOG; prints the job id. The defaults, 2 nodes
+# x 1 task of 1 CPU and 1 "gpu", come first: SBATCH_OPTIONS given override them (sbatch takes the last
+# of a repeated option) and the script's own #SBATCH lines. Variables for the job go before the call
+# (RESUME=1 cl_submit ...).
+cl_submit() {
+  local script=$1 out=$2 log=$3
+  shift 3
+  local -a opts=() flags=()
+  while (($#)) && [[ "$1" != -- ]]; do
+    opts+=("$1")
+    shift
+  done
+  if (($#)); then
+    shift
+    flags=("$@")
+  fi
+  sbatch --parsable --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --gres=gpu:1 --output="$log" "${opts[@]}" \
+    "$CL_SRC/jobs/$script" "$CL_FIX/job.yaml" --output_dir "$out" "${flags[@]}"
 }
 
 # cl_job_field JOB FIELD: one field of `scontrol show job` (JobState, Restarts, ExitCode, NodeList, …).

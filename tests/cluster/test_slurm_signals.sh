@@ -18,8 +18,7 @@ cl_slurm_up 2
 
 out=$CL_WORK/run
 log=$CL_WORK/job.out
-job=$(sbatch --parsable --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --gres=gpu:1 --output="$log" \
-  "$CL_SRC/jobs/slurm_multinode.sbatch" "$CL_FIX/job.yaml" --output_dir "$out")
+job=$(cl_submit slurm_multinode.sbatch "$out" "$log")
 cl_log "submitted job $job"
 
 cl_wait_for 120 "checkpoint-2" cl_has_checkpoint "$out" 2
