@@ -96,10 +96,6 @@ cl_need_zlora() {
 # uninterrupted runs under plain mpirun on this host (one "node"):
 #   $CL_FIX/job.yaml        ZeRO 2, 12 steps, batch 2 per rank, a checkpoint every 2 steps, no output_dir
 #   $CL_FIX/ref-np2-z2-12   2 ranks, job.yaml as it is              (the Slurm tests)
-#   $CL_FIX/ref-npN-CFG-g8  for each CFG of CL_ZERO_CONFIGS (ZeRO 0, 1, 1+offload, 2, 2+offload, 3,
-#                           3+offload), --max_steps 6, a global batch of 8 = 2 per rank x accumulation
-#                           x N: N = 1 (one process, no mpirun, --gradient_accumulation_steps 4), 2
-#                           (accumulation 2) and 4 (accumulation 1)   (the netns matrix)
 # Made once into $CL_BUILD/cluster-fixture and reused while the zlora binary and this file are
 # unchanged (a stamp of the binary and of these functions); a lock keeps concurrent tests from making it twice.
 cl_fixture() {
@@ -109,7 +105,7 @@ cl_fixture() {
   [[ -f "$tok/tokenizer.json" ]] ||
     cl_skip "no reference tokenizer in $tok (ctest runs the data_node_ref_fetch fixture first; by hand: tools/golden/tokenizer/fetch.sh $CL_NODE_REF)"
   local stamp
-  stamp="$(stat -c '%s %Y' "$CL_ZLORA") $(declare -f cl_fixture cl_ref cl_ref_np cl_zero_flags | sha256sum | cut -c1-16)"
+  stamp="$(stat -c '%s %Y' "$CL_ZLORA") $(declare -f cl_fixture cl_ref cl_ref_np | sha256sum | cut -c1-16)"
   mkdir -p "$CL_BUILD"
   exec 9> "$CL_BUILD/cluster-fixture.lock"
   flock 9
@@ -146,13 +142,6 @@ comm: mpi
 zero_stage: 2
 EOF
     cl_ref ref-np2-z2-12
-    local cfg np
-    for cfg in "${CL_ZERO_CONFIGS[@]}"; do
-      for np in 1 2 4; do
-        # shellcheck disable=SC2046 # cl_zero_flags prints one flag or value per word
-        cl_ref_np "$np" "ref-np$np-$cfg-g8" --max_steps 6 --gradient_accumulation_steps $((4 / np)) $(cl_zero_flags "$cfg")
-      done
-    done
     echo "$stamp" > "$CL_FIX/stamp"
   fi
   flock -u 9
@@ -175,6 +164,7 @@ cl_ref_np() {
 }
 
 # The ZeRO configurations of the netns matrix, and the zlora flags of each.
+# shellcheck disable=SC2034 # used by the tests that source this
 CL_ZERO_CONFIGS=(z0 z1 z1off z2 z2off z3 z3off)
 cl_zero_flags() {
   local off=none
@@ -193,15 +183,16 @@ cl_close_adapter() {
   cl_log "adapter within $tol of $2: $(tail -n 1 <<< "$report")"
 }
 
-# cl_ref_once NAME [FLAGS...]: a reference run that only some tests need (2 ranks, job.yaml and FLAGS),
-# made by the first test that asks and kept with the fixture (it goes when the fixture is remade).
+# cl_ref_once NP NAME [FLAGS...]: a reference run that only some tests need (cl_ref_np: NP ranks,
+# job.yaml and FLAGS), made by the first test that asks and kept with the fixture (it goes when the
+# fixture is remade).
 cl_ref_once() {
-  local name=$1
+  local name=$2
   exec 9> "$CL_BUILD/cluster-fixture.lock"
   flock 9
   if [[ ! -f "$CL_FIX/$name.done" ]]; then
     rm -rf "${CL_FIX:?}/$name"
-    cl_ref "$@"
+    cl_ref_np "$@"
     touch "$CL_FIX/$name.done"
   fi
   flock -u 9
@@ -334,9 +325,11 @@ cl_resumed_steps() {
 # ---- network namespaces ----
 
 # cl_netns_up N: N namespace nodes zt1..ztN (a prefix of the tests' own, so a rig of the user's, zn*,
-# is left alone).
+# is left alone; ZLORA_TEST_NETNS_PREFIX and ZLORA_TEST_NETNS_SUBNET choose others, for two checkouts'
+# tests on one machine).
+CL_NETNS_PREFIX=${ZLORA_TEST_NETNS_PREFIX:-zt}
 cl_netns_up() {
-  export ZLORA_NETNS_PREFIX=zt ZLORA_NETNS_SUBNET=198.18.9
+  export ZLORA_NETNS_PREFIX=$CL_NETNS_PREFIX ZLORA_NETNS_SUBNET=${ZLORA_TEST_NETNS_SUBNET:-198.18.9}
   local rc=0
   CL_NETNS=1
   "$CL_SRC/tools/cluster/netns_rig.sh" up "$1" > "$CL_WORK/netns-up.log" 2>&1 || rc=$?

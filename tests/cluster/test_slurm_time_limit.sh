@@ -18,7 +18,7 @@ cl_init slurm_time_limit
 cl_need_root
 cl_need_slurm
 cl_fixture
-cl_ref_once ref-np2-z2-120 --max_steps 120 --save_steps 20
+cl_ref_once 2 ref-np2-z2-120 --max_steps 120 --save_steps 20
 cl_slurm_up 2
 
 out=$CL_WORK/run
