@@ -3,14 +3,18 @@
 # 2-node rig started with SLURM_RIG_GRACE_TIME=30 (GraceTime=30 on `low`; PreemptType=
 # preempt/partition_prio, PreemptMode=REQUEUE), 1 rank per node, ZeRO 2, 12 steps, preempted by a job
 # in partition `high` that needs both nodes whole.
-# What Slurm 22.05 does then (seen in this test's log): at once, SIGCONT and SIGTERM to the tasks of the
-# job's steps only (the ranks; not the batch shell); the batch shell, srun and the ranks get SIGTERM only
-# when the grace time is over (with the requeue), and SIGKILL KillWait later. The --signal=B:USR1 of
-# the script is not sent (that would need PreemptParameters=send_user_signal).
-# Asserts: both ranks got SIGTERM (signal 15), saved a checkpoint and exited 75 within the grace time;
-# the job was requeued once (Restarts=1) and the high-priority job ran; the requeued attempt resumed
-# from the checkpoint saved on the TERM and the job ends COMPLETED; the adapter is byte-identical to an
-# uninterrupted 2-rank run's.
+# What Slurm 22.05 does then (seen with a sleeping job, and in this test's log): at once, SIGCONT and
+# SIGTERM to the tasks of the job's steps only (the ranks; slurmstepd logs "STEP ... CANCELLED"); the
+# batch shell and srun get nothing. Only when the grace time is over would Slurm requeue the job and
+# send SIGTERM to all its processes (SIGKILL KillWait later). The script's --signal=B:USR1 is not sent
+# (that needs PreemptParameters=send_user_signal). Here the ranks save within a second or two, srun
+# ends with 75 and the script's own `scontrol requeue` succeeds (the job is still RUNNING), so the
+# high-priority job starts long before the grace is over, and Slurm's preemption requeue never happens.
+# Asserts: both ranks got SIGTERM (signal 15), saved a checkpoint and exited 75; the batch shell got no
+# signal; the script requeued the job ("DUE TO JOB REQUEUE", not "DUE TO PREEMPTION"); the high job
+# started less than the 30 s grace after its submission and ran; the requeued attempt resumed from the
+# checkpoint saved on the TERM, the job ends COMPLETED with Restarts=1; the adapter is byte-identical
+# to an uninterrupted 2-rank run's.
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "$0")/lib.sh"
 cl_init slurm_preempt_grace
@@ -40,6 +44,15 @@ cl_expect_job "$job" COMPLETED 1 0:0
 cl_expect_log "$log" "zlora job: job $job attempt" 2
 cl_expect_log "$log" "warning: preempted (signal 15)" 2
 cl_expect_log "$log" "Exited with exit code 75" 2
+cl_expect_log "$log" "zlora job: TERM" 0
+cl_expect_log "$log" "zlora job: USR1" 0
+cl_expect_log "$log" "zlora job: preempted (exit 75), requeueing" 1
+cl_expect_log "$log" "scontrol requeue $job failed" 0
+cl_expect_log "$log" "DUE TO JOB REQUEUE" 1
+cl_expect_log "$log" "DUE TO PREEMPTION" 0
+waited=$(($(date -d "$(cl_job_field "$high" StartTime)" +%s) - $(date -d "$(cl_job_field "$high" SubmitTime)" +%s)))
+((waited < 30)) || cl_fail "the high job started $waited s after its submission: the grace time ran out"
+cl_log "the high job started $waited s after its submission (GraceTime 30)"
 cl_expect_log "$log" "zlora job: finished" 1
 step=$(cl_resumed_steps "$log")
 [[ "$step" =~ ^[0-9]+$ ]] || cl_fail "expected one resume, got '$step'"
