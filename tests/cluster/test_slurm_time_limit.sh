@@ -7,7 +7,8 @@
 # before the limit itself at 60 s. Attempt 1 (about 80 s of training) is still running then. While the
 # requeued job waits (BeginTime, the rig's cred_expire), the test raises its TimeLimit to 10 minutes with
 # `scontrol update`, so attempt 2 gets no warning and finishes.
-# Asserts: the batch shell got USR1 10 s or more after the attempt started and forwarded it; both ranks
+# Asserts: the batch shell got USR1 10 s or more after the attempt started (no scancel reached the job:
+# slurmctld logged no REQUEST_KILL_JOB for it) and forwarded it; both ranks
 # saved a checkpoint and exited 75; the script requeued the job itself; Slurm's time limit never ended
 # it (no TIMEOUT, no "DUE TO TIME LIMIT", no "Time limit exhausted" in slurmctld's log); attempt 2
 # resumed from the checkpoint written on the USR1 and the job ends COMPLETED after 1 restart; the
@@ -45,6 +46,8 @@ cl_expect_log "$log" "zlora job: preempted (exit 75), requeueing" 1
 cl_expect_log "$log" "scontrol requeue $job failed" 0
 cl_expect_log "$log" "DUE TO TIME LIMIT" 0
 cl_expect_log "$CL_RIG/log/slurmctld.log" "Time limit exhausted for JobId=$job" 0
+# No scancel reached the job (slurmctld logs each one as REQUEST_KILL_JOB): the USR1 was Slurm's own.
+cl_expect_log "$CL_RIG/log/slurmctld.log" "REQUEST_KILL_JOB JobId=$job" 0
 cl_expect_log "$log" "zlora job: finished" 1
 # When: the attempt's start and the USR1, from the script's own timestamps (date -Is).
 started=$(date -d "$(sed -n 's/.*zlora job: job .* attempt 1 on .*(\(.*\))$/\1/p' "$log")" +%s)
