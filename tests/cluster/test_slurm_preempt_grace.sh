@@ -11,7 +11,8 @@
 # ends with 75 and the script's own `scontrol requeue` succeeds (the job is still RUNNING), so the
 # high-priority job starts long before the grace is over, and Slurm's preemption requeue never happens.
 # Asserts: both ranks got SIGTERM (signal 15), saved a checkpoint and exited 75; the batch shell got no
-# signal; the script requeued the job ("DUE TO JOB REQUEUE", not "DUE TO PREEMPTION"); the high job
+# signal; the script requeued the job (its scontrol requeue did not fail; no "DUE TO PREEMPTION"; whether
+# slurmstepd logs "DUE TO JOB REQUEUE" is a race with the batch shell's exit); the high job
 # started less than the 30 s grace after its submission and ran; the requeued attempt resumed from the
 # checkpoint saved on the TERM, the job ends COMPLETED with Restarts=1; the adapter is byte-identical
 # to an uninterrupted 2-rank run's.
@@ -48,7 +49,6 @@ cl_expect_log "$log" "zlora job: TERM" 0
 cl_expect_log "$log" "zlora job: USR1" 0
 cl_expect_log "$log" "zlora job: preempted (exit 75), requeueing" 1
 cl_expect_log "$log" "scontrol requeue $job failed" 0
-cl_expect_log "$log" "DUE TO JOB REQUEUE" 1
 cl_expect_log "$log" "DUE TO PREEMPTION" 0
 waited=$(($(date -d "$(cl_job_field "$high" StartTime)" +%s) - $(date -d "$(cl_job_field "$high" SubmitTime)" +%s)))
 ((waited < 30)) || cl_fail "the high job started $waited s after its submission: the grace time ran out"
