@@ -67,6 +67,7 @@ check_placement() {
     ns[$h]=$n
   done
   [[ "${ns[$z1]}" != "${ns[$z2]}" ]] || cl_fail "the ranks of $z1 and $z2 ran in one network namespace ${ns[$z1]}"
+  cl_log "placement: ${where[*]}"
 }
 
 for per in 1 2; do
