@@ -317,6 +317,19 @@ cl_restarts_reached() { (($(cl_job_field "$1" Restarts) >= $2)); }
 # cl_resumes_reached LOG N: LOG shows N or more resumes.
 cl_resumes_reached() { (($(cl_count "$1" "info: resumed from ") >= $2)); }
 
+# cl_signal_saves LOG STEP [SIGNAL]: how many lines of LOG say a rank stopped on a signal (SIGNAL, default
+# any) with checkpoint-STEP written. A signal in the middle of a step makes zlora abandon that step and
+# say so: "preempted (signal 15) during step 3, which was abandoned: checkpoint-2 written".
+cl_signal_saves() {
+  grep -cE "preempted \(signal ${3:-[0-9]+}\)( during step [0-9]+, which was abandoned)?: checkpoint-$2 written" "$1" || true
+}
+
+# cl_signal_saved_step LOG [SIGNAL]: the step of the first checkpoint LOG says was written on a signal.
+cl_signal_saved_step() {
+  sed -n -E "s/.*preempted \(signal ${2:-[0-9]+}\)( during step [0-9]+, which was abandoned)?: checkpoint-([0-9]+) written.*/\2/p" "$1" |
+    head -n 1
+}
+
 # The steps the attempts resumed from, in order ("5 9"), from the job's log.
 cl_resumed_steps() {
   sed -n 's/.*resumed from .*checkpoint-\([0-9]*\) at step.*/\1/p' "$1" | tr '\n' ' ' | sed 's/ $//'

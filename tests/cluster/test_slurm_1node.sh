@@ -40,7 +40,7 @@ cl_expect_log "$log" "zlora job: finished" 1
 step=$(cl_resumed_steps "$log")
 [[ "$step" =~ ^[0-9]+$ ]] || cl_fail "expected one resume, got '$step'"
 ((step >= 2)) || cl_fail "resumed from step $step, before checkpoint-2"
-[[ $(grep -c "preempted (signal [0-9]*): checkpoint-$step written" "$log") == 2 ]] ||
+(($(cl_signal_saves "$log" "$step" 15) == 2)) ||
   cl_fail "the 2 ranks did not both report saving checkpoint-$step on the signal"
 cl_log "resumed from checkpoint-$step"
 cl_same_adapter "$out" ref-np2-z2-12

@@ -28,7 +28,7 @@ stop_on_two_nodes() {
   [[ "$(cl_job_field "$job" NodeList)" == "n[1-2]" ]] || cl_fail "job $job ran on $(cl_job_field "$job" NodeList), not n[1-2]"
   cl_expect_log "$log" "warning: preempted (signal 15)" 2
   cl_expect_log "$log" "scontrol requeue $job failed" 1
-  step=$(sed -n 's/.*preempted (signal 15): checkpoint-\([0-9]*\) written.*/\1/p' "$log" | head -n 1)
+  step=$(cl_signal_saved_step "$log" 15)
   cl_has_checkpoint "$out" "$step" || cl_fail "checkpoint-$step is not complete"
   echo "$step"
 }

@@ -57,7 +57,7 @@ after=$((warned - started))
 cl_log "Slurm's time-limit USR1 came $after s after attempt 1 started"
 steps=$(cl_resumed_steps "$log")
 [[ "$steps" =~ ^[0-9]+$ ]] || cl_fail "expected one resume, got '$steps'"
-grep -q "preempted (signal 10): checkpoint-$steps written" "$log" || cl_fail "attempt 1 did not save checkpoint-$steps on the USR1"
+(($(cl_signal_saves "$log" "$steps" 10) == 2)) || cl_fail "attempt 1 did not save checkpoint-$steps on the USR1"
 ((steps > 0 && steps < 120)) || cl_fail "resumed from step $steps"
 cl_log "resumed from checkpoint-$steps"
 cl_same_adapter "$out" ref-np2-z2-120
