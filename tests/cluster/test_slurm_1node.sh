@@ -33,7 +33,9 @@ cl_expect_job "$job" COMPLETED 1 0:0
 cl_expect_log "$log" "zlora job: job $job attempt" 2
 cl_expect_log "$log" "on n1, srun, 2 task(s)" 2
 cl_expect_log "$log" "warning: preempted (signal 15)" 2
-cl_expect_log "$log" "n1: tasks 0-1: Exited with exit code 75" 1
+# srun reports both ranks of the node on one line ("tasks 0-1: ...") or one line each, as they end.
+exited=$(($(grep -cE 'n1: task [01]: Exited with exit code 75' "$log") + 2 * $(cl_count "$log" 'n1: tasks 0-1: Exited with exit code 75')))
+((exited == 2)) || cl_fail "srun reported $exited of the 2 ranks exiting with 75"
 cl_expect_log "$log" "zlora job: preempted (exit 75), requeueing" 1
 cl_expect_log "$log" "scontrol requeue $job failed" 0
 cl_expect_log "$log" "zlora job: finished" 1
