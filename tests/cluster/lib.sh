@@ -8,7 +8,8 @@
 # tools/cluster/netns_rig.sh down. The work directory is removed on success and kept on failure.
 #
 # Environment (ctest sets them): ZLORA_BIN (the zlora binary), ZLORA_SOURCE_DIR (the checkout),
-# ZLORA_BUILD_DIR (where the shared fixture is kept), ZLORA_NODE_REF_DIR (the reference tokenizer
+# ZLORA_BUILD_DIR (where the shared fixture is kept), ZLORA_ADAPTER_DIFF (the adapter comparer of
+# tests/tools/adapter_diff.cpp), ZLORA_NODE_REF_DIR (the reference tokenizer
 # that the data_node_ref fixture installs; tools/golden/tokenizer/fetch.sh DIR installs it by hand).
 set -euo pipefail
 
@@ -16,6 +17,7 @@ readonly CL_SKIP=77
 CL_SRC=${ZLORA_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 CL_BUILD=${ZLORA_BUILD_DIR:-$CL_SRC/build}
 CL_ZLORA=${ZLORA_BIN:-$CL_BUILD/bin/zlora}
+CL_DIFF=${ZLORA_ADAPTER_DIFF:-$CL_BUILD/tests/tools/zlora_adapter_diff}
 CL_NODE_REF=${ZLORA_NODE_REF_DIR:-$CL_BUILD/node_ref}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export PATH=$PATH:/usr/sbin:/sbin
@@ -94,10 +96,8 @@ cl_need_zlora() {
 # uninterrupted runs under plain mpirun on this host (one "node"):
 #   $CL_FIX/job.yaml        ZeRO 2, 12 steps, batch 2 per rank, a checkpoint every 2 steps, no output_dir
 #   $CL_FIX/ref-np2-z2-12   2 ranks, job.yaml as it is              (the Slurm tests)
-#   $CL_FIX/ref-np2-z2-6    2 ranks, --max_steps 6                   (the netns test, ZeRO 2)
-#   $CL_FIX/ref-np2-z3-6    2 ranks, --max_steps 6 --zero_stage 3    (the netns test, ZeRO 3)
 # Made once into $CL_BUILD/cluster-fixture and reused while the zlora binary and this file are
-# unchanged (a stamp of the binary and of these two functions); a lock keeps concurrent tests from making it twice.
+# unchanged (a stamp of the binary and of these functions); a lock keeps concurrent tests from making it twice.
 cl_fixture() {
   cl_need_zlora
   CL_FIX=$CL_BUILD/cluster-fixture
@@ -105,7 +105,7 @@ cl_fixture() {
   [[ -f "$tok/tokenizer.json" ]] ||
     cl_skip "no reference tokenizer in $tok (ctest runs the data_node_ref_fetch fixture first; by hand: tools/golden/tokenizer/fetch.sh $CL_NODE_REF)"
   local stamp
-  stamp="$(stat -c '%s %Y' "$CL_ZLORA") $(declare -f cl_fixture cl_ref | sha256sum | cut -c1-16)"
+  stamp="$(stat -c '%s %Y' "$CL_ZLORA") $(declare -f cl_fixture cl_ref cl_ref_np | sha256sum | cut -c1-16)"
   mkdir -p "$CL_BUILD"
   exec 9> "$CL_BUILD/cluster-fixture.lock"
   flock 9
@@ -142,21 +142,61 @@ comm: mpi
 zero_stage: 2
 EOF
     cl_ref ref-np2-z2-12
-    cl_ref ref-np2-z2-6 --max_steps 6
-    cl_ref ref-np2-z3-6 --max_steps 6 --zero_stage 3
     echo "$stamp" > "$CL_FIX/stamp"
   fi
   flock -u 9
   exec 9>&-
 }
 
-cl_ref() {
-  local name=$1 t
-  shift
+cl_ref() { cl_ref_np 2 "$@"; }
+
+# cl_ref_np NP NAME [FLAGS...]: a reference run of job.yaml on this host: NP ranks under plain mpirun,
+# or for NP=1 one process without mpirun.
+cl_ref_np() {
+  local np=$1 name=$2 t
+  shift 2
+  local -a launch=(mpirun -np "$np" --oversubscribe --bind-to none)
+  if ((np == 1)); then launch=(); fi
   t=$(date +%s.%N)
-  mpirun -np 2 --oversubscribe --bind-to none "$CL_ZLORA" train "$CL_FIX/job.yaml" --output_dir "$CL_FIX/$name" "$@" \
+  "${launch[@]}" "$CL_ZLORA" train "$CL_FIX/job.yaml" --output_dir "$CL_FIX/$name" "$@" \
     > "$CL_FIX/$name.log" 2>&1 || cl_fail "reference run $name failed: $(tail -5 "$CL_FIX/$name.log")"
   cl_log "fixture: $name in $(printf '%.1f' "$(echo "$(date +%s.%N) - $t" | bc)") s"
+}
+
+# The ZeRO configurations of the netns matrix, and the zlora flags of each.
+# shellcheck disable=SC2034 # used by the tests that source this
+CL_ZERO_CONFIGS=(z0 z1 z1off z2 z2off z3 z3off)
+cl_zero_flags() {
+  local off=none
+  if [[ "$1" == *off ]]; then off=cpu; fi
+  local stage=${1#z}
+  echo "--zero_stage ${stage%off} --offload_optimizer $off"
+}
+
+# cl_close_adapter DIR REF [TOLERANCE]: every tensor of DIR's adapter is within TOLERANCE (default 1e-5)
+# relative error (||a - b|| / ||b||) of the reference run REF's (zlora_adapter_diff, tests/tools/).
+cl_close_adapter() {
+  local tol=${3:-1e-5} rc=0 report
+  [[ -x "$CL_DIFF" ]] || cl_fail "no zlora_adapter_diff at $CL_DIFF (build it, or set ZLORA_ADAPTER_DIFF)"
+  report=$("$CL_DIFF" "$1" "$CL_FIX/$2" "$tol" 2>&1) || rc=$?
+  ((rc == 0)) || cl_fail "$1's adapter is not within $tol of $2's (exit $rc): $report"
+  cl_log "adapter within $tol of $2: $(tail -n 1 <<< "$report")"
+}
+
+# cl_ref_once NP NAME [FLAGS...]: a reference run that only some tests need (cl_ref_np: NP ranks,
+# job.yaml and FLAGS), made by the first test that asks and kept with the fixture (it goes when the
+# fixture is remade).
+cl_ref_once() {
+  local name=$2
+  exec 9> "$CL_BUILD/cluster-fixture.lock"
+  flock 9
+  if [[ ! -f "$CL_FIX/$name.done" ]]; then
+    rm -rf "${CL_FIX:?}/$name"
+    cl_ref_np "$@"
+    touch "$CL_FIX/$name.done"
+  fi
+  flock -u 9
+  exec 9>&-
 }
 
 # cl_same_adapter DIR REF: DIR's adapter is byte-identical to the reference run REF's.
@@ -205,6 +245,27 @@ cl_slurm_up() {
   export SLURM_CONF=$CL_RIG/etc/slurm.conf
   export ZLORA=$CL_ZLORA ZLORA_JOBS_DIR=$CL_SRC/jobs
   cl_log "Slurm rig up: n[1-$n] ($CL_RIG)"
+}
+
+# cl_submit SCRIPT OUT LOG [SBATCH_OPTIONS...] [-- ZLORA_FLAGS...]: submits jobs/SCRIPT (unedited) with
+# the fixture's job.yaml, --output_dir OUT and its --output LOG; prints the job id. The defaults, 2 nodes
+# x 1 task of 1 CPU and 1 "gpu", come first: SBATCH_OPTIONS given override them (sbatch takes the last
+# of a repeated option) and the script's own #SBATCH lines. Variables for the job go before the call
+# (RESUME=1 cl_submit ...).
+cl_submit() {
+  local script=$1 out=$2 log=$3
+  shift 3
+  local -a opts=() flags=()
+  while (($#)) && [[ "$1" != -- ]]; do
+    opts+=("$1")
+    shift
+  done
+  if (($#)); then
+    shift
+    flags=("$@")
+  fi
+  sbatch --parsable --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --gres=gpu:1 --output="$log" "${opts[@]}" \
+    "$CL_SRC/jobs/$script" "$CL_FIX/job.yaml" --output_dir "$out" "${flags[@]}"
 }
 
 # cl_job_field JOB FIELD: one field of `scontrol show job` (JobState, Restarts, ExitCode, NodeList, …).
@@ -256,6 +317,19 @@ cl_restarts_reached() { (($(cl_job_field "$1" Restarts) >= $2)); }
 # cl_resumes_reached LOG N: LOG shows N or more resumes.
 cl_resumes_reached() { (($(cl_count "$1" "info: resumed from ") >= $2)); }
 
+# cl_signal_saves LOG STEP [SIGNAL]: how many lines of LOG say a rank stopped on a signal (SIGNAL, default
+# any) with checkpoint-STEP written. A signal in the middle of a step makes zlora abandon that step and
+# say so: "preempted (signal 15) during step 3, which was abandoned: checkpoint-2 written".
+cl_signal_saves() {
+  grep -cE "preempted \(signal ${3:-[0-9]+}\)( during step [0-9]+, which was abandoned)?: checkpoint-$2 written" "$1" || true
+}
+
+# cl_signal_saved_step LOG [SIGNAL]: the step of the first checkpoint LOG says was written on a signal.
+cl_signal_saved_step() {
+  sed -n -E "s/.*preempted \(signal ${2:-[0-9]+}\)( during step [0-9]+, which was abandoned)?: checkpoint-([0-9]+) written.*/\2/p" "$1" |
+    head -n 1
+}
+
 # The steps the attempts resumed from, in order ("5 9"), from the job's log.
 cl_resumed_steps() {
   sed -n 's/.*resumed from .*checkpoint-\([0-9]*\) at step.*/\1/p' "$1" | tr '\n' ' ' | sed 's/ $//'
@@ -264,9 +338,11 @@ cl_resumed_steps() {
 # ---- network namespaces ----
 
 # cl_netns_up N: N namespace nodes zt1..ztN (a prefix of the tests' own, so a rig of the user's, zn*,
-# is left alone).
+# is left alone; ZLORA_TEST_NETNS_PREFIX and ZLORA_TEST_NETNS_SUBNET choose others, for two checkouts'
+# tests on one machine).
+CL_NETNS_PREFIX=${ZLORA_TEST_NETNS_PREFIX:-zt}
 cl_netns_up() {
-  export ZLORA_NETNS_PREFIX=zt ZLORA_NETNS_SUBNET=198.18.9
+  export ZLORA_NETNS_PREFIX=$CL_NETNS_PREFIX ZLORA_NETNS_SUBNET=${ZLORA_TEST_NETNS_SUBNET:-198.18.9}
   local rc=0
   CL_NETNS=1
   "$CL_SRC/tools/cluster/netns_rig.sh" up "$1" > "$CL_WORK/netns-up.log" 2>&1 || rc=$?

@@ -1,18 +1,37 @@
 #!/usr/bin/env bash
 # mpirun across 2 "nodes" of tools/cluster/netns_rig.sh (network namespaces zt1, zt2 on a private
 # bridge, each with its own hostname; OpenMPI's daemon started on zt2 by the rig's plm_rsh_agent, no
-# sshd; --mca btl self,tcp over the rig's subnet only), 1 rank per node, the tiny model, 6 steps, at
-# ZeRO 2 and at ZeRO 3 (base weights partitioned and all-gathered across the nodes).
-# Asserts: rank 0 ran on zt1 and rank 1 on zt2, in different network namespaces, each as local rank 0 of
-# its node; the traffic went over the bridge (zt1's eth0 sent and received bytes); each adapter is
-# byte-identical to the same run's with 2 ranks on one node (plain mpirun on this host).
+# sshd; --mca btl self,tcp over the rig's subnet only), the tiny model, 6 steps of a global batch of 4
+# (1 per rank, gradient accumulation 4 / world), as a matrix: ZeRO 0, 1, 1 + offload_optimizer cpu, 2,
+# 2 + offload, 3 (base weights partitioned and all-gathered across the nodes), 3 + offload; each on
+# 2 nodes x 1 rank (--host zt1:1,zt2:1) and on 2 nodes x 2 ranks (--host zt1:2,zt2:2).
+# The references (cl_ref_once, kept with the fixture; 21 runs the first time): for each configuration
+# one process (no mpirun), mpirun -np 2 and mpirun -np 4 on this host, the same global batch.
+# Asserts for each of the 14 runs: rank r ran on the node and as the local rank mpirun's by-slot mapping
+# gives it (ranks 0..k-1 on zt1, local ranks 0..k-1; the rest on zt2), the ranks of one node in one
+# network namespace and the two nodes in different ones; the traffic went over the bridge (zt1's eth0
+# sent and received bytes); the adapter is (a) byte-identical to the same run's with the same world
+# size on one host (plain mpirun) and (b) within 1e-5 relative error, tensor by tensor, of one process
+# with the same global batch (tests/tools/adapter_diff.cpp).
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "$0")/lib.sh"
 cl_init netns_mpirun
 cl_need_root
 cl_need_netns
 cl_fixture
+# The flags of a run of configuration CFG at world size N: the global batch is 4 at every N.
+run_flags() {
+  echo "--max_steps 6 --per_device_train_batch_size 1 --gradient_accumulation_steps $((4 / $2)) $(cl_zero_flags "$1")"
+}
+for cfg in "${CL_ZERO_CONFIGS[@]}"; do
+  for np in 1 2 4; do
+    # shellcheck disable=SC2046 # one flag or value per word
+    cl_ref_once "$np" "ref-np$np-$cfg-b4" $(run_flags "$cfg" "$np")
+  done
+done
 cl_netns_up 2
+z1=${CL_NETNS_PREFIX}1
+z2=${CL_NETNS_PREFIX}2
 
 # Each rank records where it runs, then becomes zlora.
 wrapper=$CL_WORK/rank.sh
@@ -27,31 +46,50 @@ chmod +x "$wrapper"
 
 eth0_bytes() {
   local tx rx
-  tx=$(ip netns exec zt1 cat /sys/class/net/eth0/statistics/tx_bytes)
-  rx=$(ip netns exec zt1 cat /sys/class/net/eth0/statistics/rx_bytes)
+  tx=$(ip netns exec "$z1" cat /sys/class/net/eth0/statistics/tx_bytes)
+  rx=$(ip netns exec "$z1" cat /sys/class/net/eth0/statistics/rx_bytes)
   echo $((tx + rx))
 }
 
-for stage in 2 3; do
-  out=$CL_WORK/z$stage
-  ranks=$CL_WORK/ranks-z$stage.txt
-  before=$(eth0_bytes)
-  t=$(date +%s.%N)
-  rc=0
-  "$CL_SRC/tools/cluster/netns_rig.sh" mpirun --host zt1:1,zt2:1 -np 2 --bind-to none \
-    "$wrapper" "$ranks" "$CL_ZLORA" train "$CL_FIX/job.yaml" --max_steps 6 --zero_stage "$stage" --output_dir "$out" \
-    > "$CL_WORK/z$stage.log" 2>&1 || rc=$?
-  ((rc == 0)) || cl_fail "ZeRO $stage across zt1, zt2: mpirun exited $rc: $(tail -n 20 "$CL_WORK/z$stage.log")"
-  bytes=$(($(eth0_bytes) - before))
-  cl_log "ZeRO $stage on 2 nodes: $(printf '%.1f' "$(echo "$(date +%s.%N) - $t" | bc)") s, $bytes bytes through zt1's eth0"
-  ((bytes > 100000)) || cl_fail "only $bytes bytes went through zt1's eth0: the ranks did not talk over the bridge"
-  mapfile -t where < <(sort -n "$ranks")
-  ((${#where[@]} == 2)) || cl_fail "expected 2 ranks in $ranks, got: ${where[*]}"
-  read -r r0 h0 n0 l0 <<< "${where[0]}"
-  read -r r1 h1 n1 l1 <<< "${where[1]}"
-  [[ "$r0 $h0 $l0 / $r1 $h1 $l1" == "0 zt1 0 / 1 zt2 0" ]] ||
-    cl_fail "ranks ran as '${where[0]}' / '${where[1]}', expected rank 0 on zt1 and rank 1 on zt2, local rank 0 each"
-  [[ "$n0" != "$n1" ]] || cl_fail "both ranks ran in network namespace $n0"
-  cl_log "rank 0 on $h0 ($n0), rank 1 on $h1 ($n1)"
-  cl_same_adapter "$out" "ref-np2-z$stage-6"
+# check_placement RANKS PER_NODE: the ranks file shows 2 x PER_NODE ranks, rank r on zt(r / PER_NODE + 1)
+# as local rank r % PER_NODE; one network namespace per node, different between the nodes.
+check_placement() {
+  local file=$1 per=$2 world=$(($2 * 2)) r h n l want_h line
+  local -A ns=()
+  mapfile -t where < <(sort -n "$file")
+  ((${#where[@]} == world)) || cl_fail "expected $world ranks in $file, got: ${where[*]}"
+  for line in "${where[@]}"; do
+    read -r r h n l <<< "$line"
+    want_h=$CL_NETNS_PREFIX$((r / per + 1))
+    [[ "$h $l" == "$want_h $((r % per))" ]] ||
+      cl_fail "rank $r ran on $h as local rank $l, expected $want_h as local rank $((r % per)) (${where[*]})"
+    if [[ -n "${ns[$h]:-}" && "${ns[$h]}" != "$n" ]]; then cl_fail "the ranks on $h ran in two network namespaces"; fi
+    ns[$h]=$n
+  done
+  [[ "${ns[$z1]}" != "${ns[$z2]}" ]] || cl_fail "the ranks of $z1 and $z2 ran in one network namespace ${ns[$z1]}"
+  cl_log "placement: ${where[*]}"
+}
+
+for per in 1 2; do
+  world=$((per * 2))
+  for cfg in "${CL_ZERO_CONFIGS[@]}"; do
+    tag=$cfg-${per}pn
+    out=$CL_WORK/$tag
+    ranks=$CL_WORK/ranks-$tag.txt
+    before=$(eth0_bytes)
+    t=$(date +%s.%N)
+    rc=0
+    # shellcheck disable=SC2046 # one flag or value per word
+    "$CL_SRC/tools/cluster/netns_rig.sh" mpirun --host "$z1:$per,$z2:$per" -np "$world" --bind-to none \
+      "$wrapper" "$ranks" "$CL_ZLORA" train "$CL_FIX/job.yaml" $(run_flags "$cfg" "$world") --output_dir "$out" \
+      > "$CL_WORK/$tag.log" 2>&1 || rc=$?
+    ((rc == 0)) || cl_fail "$cfg on $z1:$per,$z2:$per: mpirun exited $rc: $(tail -n 20 "$CL_WORK/$tag.log")"
+    bytes=$(($(eth0_bytes) - before))
+    cl_log "$cfg on 2 nodes x $per: $(printf '%.1f' "$(echo "$(date +%s.%N) - $t" | bc)") s, $bytes bytes through $z1's eth0"
+    ((bytes > 100000)) || cl_fail "only $bytes bytes went through $z1's eth0: the ranks did not talk over the bridge"
+    check_placement "$ranks" "$per"
+    cl_same_adapter "$out" "ref-np$world-$cfg-b4"
+    cl_close_adapter "$out" "ref-np1-$cfg-b4"
+    rm -rf "$out"
+  done
 done

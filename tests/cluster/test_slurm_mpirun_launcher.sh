@@ -17,8 +17,7 @@ cl_slurm_up 2
 
 out=$CL_WORK/run
 log=$CL_WORK/job.out
-job=$(ZLORA_LAUNCHER=mpirun ZLORA_KILL_GRACE=5 sbatch --parsable --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 \
-  --gres=gpu:1 --output="$log" "$CL_SRC/jobs/slurm_multinode.sbatch" "$CL_FIX/job.yaml" --output_dir "$out")
+job=$(ZLORA_LAUNCHER=mpirun ZLORA_KILL_GRACE=5 cl_submit slurm_multinode.sbatch "$out" "$log")
 cl_log "submitted job $job (ZLORA_LAUNCHER=mpirun)"
 cl_wait_for 120 "checkpoint-2" cl_has_checkpoint "$out" 2
 scancel --signal=TERM "$job"

@@ -19,8 +19,7 @@ cl_slurm_up 2
 # stop_on_two_nodes OUT LOG: a 2-node job, stopped by TERM after checkpoint-2; prints the step saved.
 stop_on_two_nodes() {
   local out=$1 log=$2 job step
-  job=$(sbatch --parsable --no-requeue --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --gres=gpu:1 --output="$log" \
-    "$CL_SRC/jobs/slurm_multinode.sbatch" "$CL_FIX/job.yaml" --output_dir "$out")
+  job=$(cl_submit slurm_multinode.sbatch "$out" "$log" --no-requeue)
   cl_log "submitted job $job (2 nodes, --no-requeue)" >&2
   cl_wait_for 120 "checkpoint-2" cl_has_checkpoint "$out" 2
   scancel --signal=TERM "$job"
@@ -29,7 +28,7 @@ stop_on_two_nodes() {
   [[ "$(cl_job_field "$job" NodeList)" == "n[1-2]" ]] || cl_fail "job $job ran on $(cl_job_field "$job" NodeList), not n[1-2]"
   cl_expect_log "$log" "warning: preempted (signal 15)" 2
   cl_expect_log "$log" "scontrol requeue $job failed" 1
-  step=$(sed -n 's/.*preempted (signal 15): checkpoint-\([0-9]*\) written.*/\1/p' "$log" | head -n 1)
+  step=$(cl_signal_saved_step "$log" 15)
   cl_has_checkpoint "$out" "$step" || cl_fail "checkpoint-$step is not complete"
   echo "$step"
 }
@@ -37,8 +36,7 @@ stop_on_two_nodes() {
 # resume_on_one_node OUT LOG TASKS STEP: RESUME=1 on 1 node with TASKS ranks; it must resume from STEP.
 resume_on_one_node() {
   local out=$1 log=$2 tasks=$3 step=$4 job
-  job=$(RESUME=1 sbatch --parsable --nodes=1 --ntasks-per-node="$tasks" --cpus-per-task=1 --gres=gpu:1 \
-    --output="$log" "$CL_SRC/jobs/slurm_multinode.sbatch" "$CL_FIX/job.yaml" --output_dir "$out")
+  job=$(RESUME=1 cl_submit slurm_multinode.sbatch "$out" "$log" --nodes=1 --ntasks-per-node="$tasks")
   cl_log "submitted job $job (RESUME=1, 1 node x $tasks)"
   cl_wait_job "$job" 180
   cl_expect_job "$job" COMPLETED 0 0:0

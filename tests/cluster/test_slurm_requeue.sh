@@ -19,8 +19,7 @@ cl_slurm_up 2
 
 out=$CL_WORK/run
 log=$CL_WORK/job.out
-job=$(sbatch --parsable --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --gres=gpu:1 --output="$log" \
-  "$CL_SRC/jobs/slurm_multinode.sbatch" "$CL_FIX/job.yaml" --output_dir "$out")
+job=$(cl_submit slurm_multinode.sbatch "$out" "$log")
 cl_log "submitted job $job"
 
 cl_wait_for 120 "checkpoint-4" cl_has_checkpoint "$out" 4
@@ -52,7 +51,7 @@ read -r s1 s2 <<< "$steps"
 if [[ -z "${s2:-}" ]] || ((s1 < 4 || s2 <= s1)); then cl_fail "resumed from steps '$steps', expected two increasing steps, the first >= 4"; fi
 # What each attempt resumed from was the checkpoint the attempt before saved on the TERM.
 for s in $s1 $s2; do
-  grep -q "preempted (signal [0-9]*): checkpoint-$s written" "$log" || cl_fail "no attempt saved checkpoint-$s on the TERM"
+  (($(cl_signal_saves "$log" "$s") > 0)) || cl_fail "no attempt saved checkpoint-$s on the TERM"
 done
 cl_log "resumed from checkpoint-$s1, then checkpoint-$s2"
 cl_same_adapter "$out" ref-np2-z2-12
