@@ -3,6 +3,7 @@
 #include "zlora/core/error.h"
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -16,6 +17,10 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     fail("MPI_Init_thread failed; is the job launched with a working mpirun/srun?");
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  // A peer that dies mid-transfer closes its TCP connections; a send on one raises SIGPIPE, whose default
+  // action would end this rank silently (exit 141) before the collective's timeout can name the lost
+  // rank (tests/cluster/test_netns_kill_rank.sh). Ignored, the send fails and the wait times out.
+  std::signal(SIGPIPE, SIG_IGN);
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local_);
   MPI_Comm_rank(local_, &local_rank_);
   MPI_Comm_size(local_, &local_size_);
@@ -32,6 +37,12 @@ void MpiRuntime::fail_job(const std::string& message, int code) const {
   if (rank_ != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   std::fprintf(stderr, "zlora: error (rank %d of %d): %s\n", rank_, size_, message.c_str());
   std::fflush(stderr);
+  // MPI_Abort asks the launcher's local daemon to end every rank; if that daemon is gone or cannot reach
+  // its peers, the call may never return: this rank ends itself after 30 s regardless.
+  std::thread([code] {
+    std::this_thread::sleep_for(std::chrono::seconds(30));
+    std::_Exit(code);
+  }).detach();
   MPI_Abort(MPI_COMM_WORLD, code);
   std::abort();
 }

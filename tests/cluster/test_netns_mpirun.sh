@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mpirun across 2 "nodes" of tools/cluster/netns_rig.sh (network namespaces zt1, zt2 on a private
 # bridge, each with its own hostname; OpenMPI's daemon started on zt2 by the rig's plm_rsh_agent, no
-# sshd; --mca btl self,tcp over the rig's subnet only), the tiny model, 6 steps of a global batch of 4
+# sshd; --mca btl self,tcp over the rig's subnet only), the tiny model, 4 steps of a global batch of 4
 # (1 per rank, gradient accumulation 4 / world), as a matrix: ZeRO 0, 1, 1 + offload_optimizer cpu, 2,
 # 2 + offload, 3 (base weights partitioned and all-gathered across the nodes), 3 + offload; each on
 # 2 nodes x 1 rank (--host zt1:1,zt2:1) and on 2 nodes x 2 ranks (--host zt1:2,zt2:2).
@@ -21,12 +21,12 @@ cl_need_netns
 cl_fixture
 # The flags of a run of configuration CFG at world size N: the global batch is 4 at every N.
 run_flags() {
-  echo "--max_steps 6 --per_device_train_batch_size 1 --gradient_accumulation_steps $((4 / $2)) $(cl_zero_flags "$1")"
+  echo "--max_steps 4 --per_device_train_batch_size 1 --gradient_accumulation_steps $((4 / $2)) $(cl_zero_flags "$1")"
 }
 for cfg in "${CL_ZERO_CONFIGS[@]}"; do
   for np in 1 2 4; do
     # shellcheck disable=SC2046 # one flag or value per word
-    cl_ref_once "$np" "ref-np$np-$cfg-b4" $(run_flags "$cfg" "$np")
+    cl_ref_once "$np" "ref-np$np-$cfg-b4s4" $(run_flags "$cfg" "$np")
   done
 done
 cl_netns_up 2
@@ -88,8 +88,8 @@ for per in 1 2; do
     cl_log "$cfg on 2 nodes x $per: $(printf '%.1f' "$(echo "$(date +%s.%N) - $t" | bc)") s, $bytes bytes through $z1's eth0"
     ((bytes > 100000)) || cl_fail "only $bytes bytes went through $z1's eth0: the ranks did not talk over the bridge"
     check_placement "$ranks" "$per"
-    cl_same_adapter "$out" "ref-np$world-$cfg-b4"
-    cl_close_adapter "$out" "ref-np1-$cfg-b4"
+    cl_same_adapter "$out" "ref-np$world-$cfg-b4s4"
+    cl_close_adapter "$out" "ref-np1-$cfg-b4s4"
     rm -rf "$out"
   done
 done
