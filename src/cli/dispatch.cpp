@@ -10,8 +10,10 @@
 
 namespace zlora::cli {
 
-// cmd_scaling_report.cpp (declared here, not in commands.h, so that the other commands need no rebuild).
+// cmd_scaling_report.cpp and cmd_comm_model.cpp (declared here, not in commands.h, so that the other
+// commands need no rebuild).
 int run_scaling_report(const Args& args, Session& session);
+int run_comm_model(const Args& args, Session& session);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> list = {
@@ -23,6 +25,8 @@ const std::vector<Command>& commands() {
       {"tokenize", "encode JSON-lines strings to token ids (or decode with --decode)", run_tokenize, false},
       {"plot", "redraw training_loss.svg/.png from an output directory", run_plot, false},
       {"scaling-report", "tables and plot of a benchmarks/scaling_sweep.sh sweep directory", run_scaling_report, false},
+      {"comm-model", "bytes each rank sends per step at each ZeRO stage and world size; projected step time",
+       run_comm_model, false},
       {"init-model", "write a model directory with random weights for any config.json (tests, benchmarks)",
        run_init_model, false},
       {"config-reference", "print the options of every command as Markdown", run_config_reference, true},

@@ -118,13 +118,14 @@ class MpiWork final : public Work {
   void wait() override {
     if (done_) return;
     // Poll instead of MPI_Wait so that a rank that never joins cannot hang us past the deadline.
-    poll_until(
+    wait_with_deadline(
+        comm_->wait_site(), what_,
         [this] {
           int flag = 0;
           MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
           return flag != 0;
         },
-        comm_->timeout_s(), [this] { comm_->abort_timeout(what_); });
+        [this] { comm_->abort_timeout(what_); });
     complete();
   }
 

@@ -2,6 +2,7 @@
 
 #include "zlora/dist/mpi_runtime.h"
 #include "zlora/dist/topology.h"
+#include "zlora/dist/watchdog.h"
 
 #include <fmt/format.h>
 #include <sched.h>
@@ -43,6 +44,21 @@ std::string timeout_message(const std::string& what, const std::string& backend,
     msg += ": another rank failed, is stuck, or skipped this collective";
   msg += "; raise --ddp_timeout if steps are legitimately that slow";
   return msg;
+}
+
+void wait_with_deadline(const WaitSite& site, const std::string& what, const std::function<bool()>& done,
+                        const std::function<void()>& on_timeout, PollPolicy policy) {
+  Watchdog::Guard guard = site.mpi->watchdog().arm(
+      Watchdog::limit_for(site.timeout_s),
+      [site, what] { return timeout_message(what, site.backend, site.rank, site.size, site.timeout_s, site.topology); },
+      3);
+  poll_until(
+      done, site.timeout_s,
+      [&] {
+        guard.release();  // the orderly end below prints the message; MpiRuntime::fail_job bounds its abort
+        on_timeout();
+      },
+      policy);
 }
 
 void end_job_on_timeout(const MpiRuntime& mpi, const std::string& what, const std::string& backend, int rank, int size,

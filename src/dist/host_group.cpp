@@ -23,13 +23,15 @@ HostGroup::~HostGroup() {
 }
 
 void HostGroup::wait(MPI_Request* request, const std::string& what) {
-  poll_until(
+  const WaitSite site{mpi_, "mpi host", rank_, size_, timeout_s_, topology_};
+  wait_with_deadline(
+      site, what,
       [request] {
         int flag = 0;
         MPI_Test(request, &flag, MPI_STATUS_IGNORE);
         return flag != 0;
       },
-      timeout_s_, [&] { end_job_on_timeout(*mpi_, what, "mpi host", rank_, size_, timeout_s_, topology_); });
+      [&] { end_job_on_timeout(*mpi_, what, site.backend, rank_, size_, timeout_s_, topology_); });
 }
 
 long long HostGroup::all_reduce_max(long long value, const std::string& what) {

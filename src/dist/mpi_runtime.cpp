@@ -1,6 +1,7 @@
 #include "zlora/dist/mpi_runtime.h"
 
 #include "zlora/core/error.h"
+#include "zlora/dist/watchdog.h"
 
 #include <chrono>
 #include <csignal>
@@ -24,9 +25,11 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local_);
   MPI_Comm_rank(local_, &local_rank_);
   MPI_Comm_size(local_, &local_size_);
+  watchdog_ = std::make_unique<Watchdog>(rank_, size_);
 }
 
 MpiRuntime::~MpiRuntime() {
+  watchdog_.reset();
   if (local_ != MPI_COMM_NULL) MPI_Comm_free(&local_);
   int finalized = 0;
   MPI_Finalized(&finalized);

@@ -86,7 +86,8 @@ class NcclWork final : public Work {
   void wait() override {
     if (done_) return;
     // The spin phase is longer than the MPI backend's: NCCL kernels of a step finish in microseconds.
-    poll_until(
+    wait_with_deadline(
+        comm_->wait_site(), what_,
         [this] {
           cudaError_t e = cudaEventQuery(done_event_.get());
           if (e == cudaSuccess) return true;
@@ -94,7 +95,7 @@ class NcclWork final : public Work {
           comm_->check_async(what_);
           return false;
         },
-        comm_->timeout_s(), [this] { comm_->abort_timeout(what_); }, PollPolicy{1000, 1000});
+        [this] { comm_->abort_timeout(what_); }, PollPolicy{1000, 1000});
     complete();
   }
 

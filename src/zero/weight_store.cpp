@@ -1,6 +1,7 @@
 #include "zlora/zero/weight_store.h"
 
 #include "zlora/core/error.h"
+#include "zlora/zero/partition.h"
 
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
@@ -20,9 +21,7 @@ struct PartitionedWeightStore::Unit {
   int refs = 0;        // acquires not yet released
 };
 
-namespace {
-int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-}  // namespace
+namespace {}  // namespace
 
 PartitionedWeightStore::PartitionedWeightStore(std::vector<UnitSpec> units, const SliceLoader& load,
                                                dist::Communicator& comm, WeightStoreOptions options)
@@ -48,7 +47,7 @@ PartitionedWeightStore::PartitionedWeightStore(std::vector<UnitSpec> units, cons
       unit.offsets.push_back(unit.numel);
       unit.numel += n;
     }
-    unit.padded = round_up(std::max<int64_t>(unit.numel, 1), world * options_.alignment);
+    unit.padded = padded_flat_numel(unit.numel, world, options_.alignment);
     unit.shard = unit.padded / world;
 
     // Ask the loader only for the tensors' elements inside [begin, end): rank r reads 1/world of the

@@ -2,6 +2,7 @@
 
 #include "zlora/core/error.h"
 #include "zlora/dist/phase_timer.h"
+#include "zlora/zero/partition.h"
 
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
@@ -14,8 +15,6 @@
 namespace zlora::zero {
 
 namespace {
-
-int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Issues `issue(k)` for k in [0, n) with at most two collectives in flight: double buffering bounds
 // the staging memory to two buckets while the next bucket's copy overlaps the current transfer.
@@ -74,7 +73,7 @@ ZeroOptimizer::ZeroOptimizer(NamedTensors params, dist::Communicator& comm, Zero
                   count, numel_, -v[2], v[0], -v[3], v[1]);
   }
   const int world = comm_.size();
-  padded_ = round_up(std::max<int64_t>(numel_, 1), world * options_.alignment);
+  padded_ = padded_flat_numel(numel_, world, options_.alignment);
   partition_ = padded_ / world;
 
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);

@@ -70,6 +70,33 @@ check_placement() {
   cl_log "placement: ${where[*]}"
 }
 
+# check_topology LOG OUT PER: rank 0's log and output_dir/topology.json describe what ran: 2 nodes (by
+# their hostnames) with PER ranks each, local rank -> device, each node's own bridge address, the
+# launcher's network selection and the transport of each kind of collective.
+check_topology() {
+  local log=$1 out=$2 per=$3 r1 r2 locals
+  if ((per == 1)); then
+    r1=0 r2=1 locals="local 0 -> cpu"
+  else
+    r1=0-1 r2=2-3 locals="local 0 -> cpu, local 1 -> cpu"
+  fi
+  local want
+  for want in "topology: 2 nodes, $world ranks" \
+    "node $z1 (host $z1): ranks $r1 ($locals); interfaces eth0=$ZLORA_NETNS_SUBNET.1" \
+    "node $z2 (host $z2): ranks $r2 ($locals); interfaces eth0=$ZLORA_NETNS_SUBNET.2" \
+    "network selection: OMPI_MCA_btl=self,tcp" \
+    "collectives: mpi (host memory); step agreements and checkpoint traffic over MPI in host memory"; do
+    grep -qF -- "$want" "$log" || cl_fail "$tag: the log does not say '$want': $(grep -A4 'topology:' "$log")"
+  done
+  jq -e --arg z1 "$z1" --arg z2 "$z2" --argjson w "$world" --argjson per "$per" '
+    .world_size == $w and .num_nodes == 2 and .backend == "mpi"
+    and ([.nodes[].host] == [$z1, $z2]) and ([.nodes[].ranks | length] == [$per, $per])
+    and ([.ranks[] | select(.host == $z2) | .rank] == [range($per; $w)])
+    and ([.ranks[].local_rank] == [range(0; $w) | . % $per])
+    and (.collectives["training collectives"] | length > 0)' "$out/topology.json" > /dev/null ||
+    cl_fail "$tag: topology.json does not describe 2 nodes x $per ranks: $(cat "$out/topology.json")"
+}
+
 for per in 1 2; do
   world=$((per * 2))
   for cfg in "${CL_ZERO_CONFIGS[@]}"; do
@@ -88,6 +115,7 @@ for per in 1 2; do
     cl_log "$cfg on 2 nodes x $per: $(printf '%.1f' "$(echo "$(date +%s.%N) - $t" | bc)") s, $bytes bytes through $z1's eth0"
     ((bytes > 100000)) || cl_fail "only $bytes bytes went through $z1's eth0: the ranks did not talk over the bridge"
     check_placement "$ranks" "$per"
+    check_topology "$CL_WORK/$tag.log" "$out" "$per"
     cl_same_adapter "$out" "ref-np$world-$cfg-b4s4"
     cl_close_adapter "$out" "ref-np1-$cfg-b4s4"
     rm -rf "$out"

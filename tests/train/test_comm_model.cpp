@@ -86,4 +86,34 @@ TEST_F(CommModel, CountedTrafficMatchesTheModelAtEveryStageAndWorldSize) {
   }
 }
 
+// `zlora comm-model` (the projection of docs/benchmarks.md) prices the same traffic from config.json
+// alone: against the ZeRO-3 and ZeRO-1 runs above at world 2 and 3 (their model from the real shapes and
+// the micro-batches they ran), within 0.1 % (the runs' flat buffers carry padding to the world size).
+TEST_F(CommModel, CommModelCommandMatchesTheRunsModel) {
+  for (int world : {2, 3}) {
+    for (const char* setup : {"s1", "s3"}) {
+      SCOPED_TRACE(fmt::format("{} at world {}", setup, world));
+      const stdfs::path out = *dir_ / fmt::format("{}-np{}", setup, world);
+      ASSERT_TRUE(stdfs::exists(out / "all_results.json")) << "CountedTrafficMatchesTheModelAtEveryStageAndWorldSize "
+                                                              "runs first and leaves "
+                                                           << out;
+      const double run_model = read_json(out / "all_results.json")["comm_bytes_per_step_model"].get<double>();
+      const auto r = zlora::test::run_zlora(
+          fmt::format("comm-model --json --model_name_or_path {} --lora_rank 4 --lora_target all --fp32 --world {} "
+                      "--zero_stage {} --micro_batches 2",
+                      (*dir_ / "model").string(), world, setup[1]));
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      const nlohmann::json rows = nlohmann::json::parse(r.output);
+      ASSERT_EQ(rows.size(), 1u) << r.output;
+      // The runs are 3 steps: the once-per-run prefetch is a third of a step's.
+      const double cli = rows[0]["bytes_per_step"].get<double>() + rows[0]["bytes_once_per_run"].get<double>() / 3;
+      EXPECT_NEAR(cli, run_model, 1e-3 * run_model) << r.output;
+    }
+  }
+  const auto bad =
+      zlora::test::run_zlora("comm-model --model_name_or_path " + (*dir_ / "model").string() + " --zero_stage 4");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(contains(bad.output, "--zero_stage values must be in [0, 3], got 4")) << bad.output;
+}
+
 }  // namespace

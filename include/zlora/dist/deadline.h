@@ -29,6 +29,22 @@ void poll_until(const std::function<bool()>& done, double timeout_s, const std::
 std::string timeout_message(const std::string& what, const std::string& backend, int rank, int size, double timeout_s,
                             const Topology* topology);
 
+// Where a collective waits: what its timeout message and its watchdog need.
+struct WaitSite {
+  const MpiRuntime* mpi = nullptr;
+  std::string backend;  // "mpi", "mpi host", "nccl, GPU 0"
+  int rank = 0;
+  int size = 1;
+  double timeout_s = 0;
+  const Topology* topology = nullptr;
+};
+
+// The wait of every backend: poll_until(done) with the site's timeout, calling `on_timeout` (which ends
+// the job) on the deadline. Meanwhile the runtime's Watchdog is armed for Watchdog::limit_for(timeout)
+// with the same message, in case this thread gets stuck inside `done()` itself.
+void wait_with_deadline(const WaitSite& site, const std::string& what, const std::function<bool()>& done,
+                        const std::function<void()>& on_timeout, PollPolicy policy = {});
+
 // Ends the job with timeout_message() (MpiRuntime::fail_job, exit code 3).
 [[noreturn]] void end_job_on_timeout(const MpiRuntime& mpi, const std::string& what, const std::string& backend,
                                      int rank, int size, double timeout_s, const Topology* topology);

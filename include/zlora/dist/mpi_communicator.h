@@ -8,6 +8,7 @@
 #pragma once
 
 #include "zlora/dist/communicator.h"
+#include "zlora/dist/deadline.h"
 
 #include <mpi.h>
 
@@ -42,6 +43,8 @@ class MpiCommunicator final : public Communicator {
 
   // Ends the job because `what` on this rank outlived the timeout (called by this backend's Work).
   [[noreturn]] void abort_timeout(const std::string& what) const;
+  // Where this backend's Work waits (deadline.h's wait_with_deadline).
+  WaitSite wait_site() const { return WaitSite{mpi_, "mpi", rank_, size_, timeout_s_, topology_}; }
 
  private:
   const MpiRuntime* mpi_;

@@ -6,9 +6,12 @@
 #include <mpi.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace zlora::dist {
+
+class Watchdog;
 
 class MpiRuntime {
  public:
@@ -28,12 +31,16 @@ class MpiRuntime {
   // wins, and when it fails alone its own message (with its rank) is the one printed.
   [[noreturn]] void fail_job(const std::string& message, int code) const;
 
+  // The process's watchdog thread (watchdog.h), which every collective wait arms.
+  Watchdog& watchdog() const { return *watchdog_; }
+
  private:
   int rank_ = 0;
   int size_ = 1;
   int local_rank_ = 0;
   int local_size_ = 1;
   MPI_Comm local_ = MPI_COMM_NULL;
+  std::unique_ptr<Watchdog> watchdog_;
 };
 
 // Runs `decide` on rank 0 of `comm` only and gives every rank its answer: the string it returned, or,

@@ -13,6 +13,7 @@
 #ifdef ZLORA_WITH_CUDA
 
 #include "zlora/dist/communicator.h"
+#include "zlora/dist/deadline.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -64,6 +65,10 @@ class NcclCommunicator final : public Communicator {
   [[noreturn]] void abort_timeout(const std::string& what);
   // Non-blocking check of NCCL's asynchronous error state; aborts the job on an error.
   void check_async(const std::string& what);
+  // Where this backend's Work waits (deadline.h's wait_with_deadline).
+  WaitSite wait_site() const {
+    return WaitSite{mpi_, "nccl, GPU " + std::to_string(device_), rank_, size_, timeout_s_, topology_};
+  }
 
  private:
   // Orders the comm stream after the caller's current stream; returns nothing, throws on CUDA errors.

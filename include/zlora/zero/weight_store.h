@@ -13,6 +13,8 @@
 // decoder's forward/backward order is the same on every rank), since prefetches are collectives.
 #pragma once
 
+#include "zlora/zero/partition.h"
+
 #include "zlora/dist/communicator.h"
 
 #include <ATen/core/Tensor.h>
@@ -38,10 +40,10 @@ using UnitSpec = std::vector<TensorSpec>;
 using SliceLoader = std::function<at::Tensor(const std::string& name, int64_t offset, int64_t count)>;
 
 struct WeightStoreOptions {
-  at::ScalarType dtype = at::kBFloat16;  // storage and compute dtype of the frozen weights
-  at::Device device = at::kCPU;          // compute device
-  int64_t prefetch = 1;                  // stage3_prefetch_layers
-  int64_t alignment = 64;                // shard sizes are multiples of this
+  at::ScalarType dtype = at::kBFloat16;     // storage and compute dtype of the frozen weights
+  at::Device device = at::kCPU;             // compute device
+  int64_t prefetch = 1;                     // stage3_prefetch_layers
+  int64_t alignment = kPartitionAlignment;  // shard sizes are multiples of this
 };
 
 class PartitionedWeightStore {

@@ -19,6 +19,8 @@
 // an OpenMP AdamW updates it there, and the result is copied back before the all-gather.
 #pragma once
 
+#include "zlora/zero/partition.h"
+
 #include "zlora/dist/communicator.h"
 #include "zlora/zero/host_adam.h"
 
@@ -38,7 +40,7 @@ struct ZeroOptions {
   bool offload = false;                       // optimizer state on the host (offload_optimizer: cpu); stage >= 1
   int64_t reduce_bucket_size = 500000000;     // elements per gradient reduction (DeepSpeed's default)
   int64_t allgather_bucket_size = 500000000;  // elements per weight all-gather
-  int64_t alignment = 64;                     // partition sizes are multiples of this (256-byte starts)
+  int64_t alignment = kPartitionAlignment;    // partition sizes are multiples of this (256-byte starts)
   double max_grad_norm = 1.0;                 // global-norm clipping; <= 0 disables
   AdamWOptions adam;
 };
