@@ -22,7 +22,7 @@ int run_export(const Args& args, Session& session) {
     return kExitOk;
   }
   auto r = config::load_export_config(args);
-  for (const auto& w : r.warnings) log::warn("{}", w);
+  print_config_warnings(r.warnings);
   exporter::export_command(r.cfg);
   return kExitOk;
 }

@@ -21,7 +21,7 @@ int run_generate(const Args& args, Session& session) {
     return kExitOk;
   }
   auto r = config::load_generate_config(args);
-  for (const auto& w : r.warnings) log::warn("{}", w);
+  print_config_warnings(r.warnings);
   return exporter::generate_command(r.cfg, stdin, stdout);
 }
 

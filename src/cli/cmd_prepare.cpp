@@ -70,7 +70,7 @@ int run_prepare(const Args& args, Session& session) {
     return kExitOk;
   }
   auto r = config::load_prepare_config(args);
-  for (const auto& w : r.warnings) log::warn("{}", w);
+  print_config_warnings(r.warnings);
   return prepare_store(r.cfg, session, data::kMadeByPrepare);
 }
 

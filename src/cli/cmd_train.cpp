@@ -25,9 +25,9 @@ int run_train(const Args& args, Session& session) {
     return kExitOk;
   }
   config::Resolved<config::TrainConfig> r = config::load_train_config(args);
-  for (const auto& w : r.warnings) log::warn("{}", w);
+  print_config_warnings(r.warnings);
   if (r.cfg.training.print_config) {
-    std::fputs(config::render(schema, r).c_str(), stdout);
+    if (dist::launcher_rank() == 0) std::fputs(config::render(schema, r).c_str(), stdout);
     return kExitOk;
   }
 

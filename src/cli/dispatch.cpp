@@ -34,6 +34,11 @@ const std::vector<Command>& commands() {
   return list;
 }
 
+void print_config_warnings(const std::vector<std::string>& warnings) {
+  if (dist::launcher_rank() != 0) return;
+  for (const auto& w : warnings) log::warn("{}", w);
+}
+
 bool wants_help(const Args& args) {
   for (const auto& a : args)
     if (a == "-h" || a == "--help") return true;

@@ -83,66 +83,73 @@ DatasetRegistry DatasetRegistry::from_json(std::string_view text, const stdfs::p
   reg.info_path_ = origin;
   json info = parse_json(text, origin);
   ZLORA_REQUIRE(info.is_object(), "{}: must be a JSON object of dataset names to entries", origin);
-  for (auto& [name, e] : info.items()) {
-    std::string where = origin + ": dataset '" + text::printable(name) + "'";
-    ZLORA_REQUIRE(e.is_object(), "{}: entry must be an object", where);
-    DatasetAttr a;
-    a.name = name;
-    a.entry = e.dump();  // nlohmann's objects keep keys sorted: the same entry always dumps the same
-    for (const char* hub : {"hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"})
-      ZLORA_REQUIRE(!e.contains(hub),
-                    "{}: '{}' sources are not supported; zlora reads local files (file_name under dataset_dir)", where,
-                    hub);
-    ZLORA_REQUIRE(e.contains("file_name") && e["file_name"].is_string(),
-                  "{}: needs \"file_name\" (a JSON or JSONL file, or a folder of them, under {})", where,
-                  dataset_dir.string());
-    a.file_name = e["file_name"].get<std::string>();
-    if (e.contains("formatting")) {
-      ZLORA_REQUIRE(e["formatting"].is_string(), "{}: \"formatting\" must be a string (alpaca or sharegpt)", where);
-      a.formatting = e["formatting"].get<std::string>();
-    }
-    ZLORA_REQUIRE(a.formatting == "alpaca" || a.formatting == "sharegpt",
-                  "{}: formatting '{}' is not supported (supported: alpaca, sharegpt)", where,
-                  text::printable(a.formatting));
-    if (e.contains("ranking") && !e["ranking"].is_null()) {
-      ZLORA_REQUIRE(e["ranking"].is_boolean(), "{}: \"ranking\" must be true or false", where);
-      ZLORA_REQUIRE(!e["ranking"].get<bool>(), "{}: ranking datasets are for preference training, not SFT", where);
-    }
-    ZLORA_REQUIRE(!e.contains("num_samples"), "{}: num_samples (random resampling) is not supported; use --max_samples",
-                  where);
-    bool alpaca = a.formatting == "alpaca";
-    a.columns = alpaca ? kAlpacaColumns : kSharegptColumns;
-    if (!alpaca) a.tags = kSharegptTags;
-    const auto& allowed = alpaca ? kAlpacaColumnKeys : kSharegptColumnKeys;
-    if (e.contains("columns")) {
-      ZLORA_REQUIRE(e["columns"].is_object(), "{}: \"columns\" must be an object", where);
-      for (auto& [k, v] : e["columns"].items()) {
-        ZLORA_REQUIRE(std::find(allowed.begin(), allowed.end(), k) != allowed.end(),
-                      "{}: column role '{}' is not supported for {} (supported: {})", where, text::printable(k),
-                      a.formatting, text::join(allowed, ", "));
-        ZLORA_REQUIRE(v.is_string() || v.is_null(), "{}: columns.{} must be a column name", where, text::printable(k));
-        if (v.is_null())
-          a.columns.erase(k);
-        else
-          a.columns[k] = v.get<std::string>();
-        if (k == "query") a.explicit_query = true;
-      }
-    }
-    if (e.contains("tags")) {
-      ZLORA_REQUIRE(!alpaca, "{}: \"tags\" apply to sharegpt datasets only", where);
-      ZLORA_REQUIRE(e["tags"].is_object(), "{}: \"tags\" must be an object", where);
-      for (auto& [k, v] : e["tags"].items()) {
-        ZLORA_REQUIRE(kSharegptTags.count(k),
-                      "{}: tag '{}' is not supported (supported: role_tag, content_tag, "
-                      "user_tag, assistant_tag, observation_tag, function_tag, system_tag)",
-                      where, text::printable(k));
-        ZLORA_REQUIRE(v.is_string(), "{}: tags.{} must be a string", where, text::printable(k));
-        a.tags[k] = v.get<std::string>();
-      }
-    }
-    reg.entries_[name] = std::move(a);
-  }
+  // Only the entries a run names are validated (get()): LLaMA-Factory's own data/dataset_info.json
+  // defines hub datasets, preference sets and formats zlora does not read, which must not block the
+  // local ones beside them.
+  for (auto& [name, e] : info.items()) reg.entries_[name] = std::move(e);
   return reg;
+}
+
+DatasetAttr DatasetRegistry::parse_entry(const std::string& name, const json& e) const {
+  const stdfs::path& dataset_dir = dir_;
+  std::string where = info_path_.string() + ": dataset '" + text::printable(name) + "'";
+  ZLORA_REQUIRE(e.is_object(), "{}: entry must be an object", where);
+  DatasetAttr a;
+  a.name = name;
+  a.entry = e.dump();  // nlohmann's objects keep keys sorted: the same entry always dumps the same
+  for (const char* hub : {"hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"})
+    ZLORA_REQUIRE(!e.contains(hub),
+                  "{}: '{}' sources (downloaded from a hub) are a LLaMA-Factory feature zlora does not support; "
+                  "download the files and name them with \"file_name\" under dataset_dir",
+                  where, hub);
+  ZLORA_REQUIRE(e.contains("file_name") && e["file_name"].is_string(),
+                "{}: needs \"file_name\" (a JSON or JSONL file, or a folder of them, under {})", where,
+                dataset_dir.string());
+  a.file_name = e["file_name"].get<std::string>();
+  if (e.contains("formatting")) {
+    ZLORA_REQUIRE(e["formatting"].is_string(), "{}: \"formatting\" must be a string (alpaca or sharegpt)", where);
+    a.formatting = e["formatting"].get<std::string>();
+  }
+  ZLORA_REQUIRE(a.formatting == "alpaca" || a.formatting == "sharegpt",
+                "{}: formatting '{}' is not supported (supported: alpaca, sharegpt)", where,
+                text::printable(a.formatting));
+  if (e.contains("ranking") && !e["ranking"].is_null()) {
+    ZLORA_REQUIRE(e["ranking"].is_boolean(), "{}: \"ranking\" must be true or false", where);
+    ZLORA_REQUIRE(!e["ranking"].get<bool>(), "{}: ranking datasets are for preference training, not SFT", where);
+  }
+  ZLORA_REQUIRE(!e.contains("num_samples"), "{}: num_samples (random resampling) is not supported; use --max_samples",
+                where);
+  bool alpaca = a.formatting == "alpaca";
+  a.columns = alpaca ? kAlpacaColumns : kSharegptColumns;
+  if (!alpaca) a.tags = kSharegptTags;
+  const auto& allowed = alpaca ? kAlpacaColumnKeys : kSharegptColumnKeys;
+  if (e.contains("columns")) {
+    ZLORA_REQUIRE(e["columns"].is_object(), "{}: \"columns\" must be an object", where);
+    for (auto& [k, v] : e["columns"].items()) {
+      ZLORA_REQUIRE(std::find(allowed.begin(), allowed.end(), k) != allowed.end(),
+                    "{}: column role '{}' is not supported for {} (supported: {})", where, text::printable(k),
+                    a.formatting, text::join(allowed, ", "));
+      ZLORA_REQUIRE(v.is_string() || v.is_null(), "{}: columns.{} must be a column name", where, text::printable(k));
+      if (v.is_null())
+        a.columns.erase(k);
+      else
+        a.columns[k] = v.get<std::string>();
+      if (k == "query") a.explicit_query = true;
+    }
+  }
+  if (e.contains("tags")) {
+    ZLORA_REQUIRE(!alpaca, "{}: \"tags\" apply to sharegpt datasets only", where);
+    ZLORA_REQUIRE(e["tags"].is_object(), "{}: \"tags\" must be an object", where);
+    for (auto& [k, v] : e["tags"].items()) {
+      ZLORA_REQUIRE(kSharegptTags.count(k),
+                    "{}: tag '{}' is not supported (supported: role_tag, content_tag, "
+                    "user_tag, assistant_tag, observation_tag, function_tag, system_tag)",
+                    where, text::printable(k));
+      ZLORA_REQUIRE(v.is_string(), "{}: tags.{} must be a string", where, text::printable(k));
+      a.tags[k] = v.get<std::string>();
+    }
+  }
+  return a;
 }
 
 std::vector<std::string> DatasetRegistry::names() const {
@@ -151,7 +158,7 @@ std::vector<std::string> DatasetRegistry::names() const {
   return n;
 }
 
-const DatasetAttr& DatasetRegistry::get(const std::string& name) const {
+DatasetAttr DatasetRegistry::get(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) {
     auto defined = names();
@@ -161,7 +168,7 @@ const DatasetAttr& DatasetRegistry::get(const std::string& name) const {
         text::printable(name), info_path_.string(), text::printable(text::did_you_mean(name, defined)),
         defined.empty() ? "none" : text::printable(text::join(defined, ", "), 400), text::printable(name));
   }
-  return it->second;
+  return parse_entry(it->first, it->second);
 }
 
 bool convert_row(const DatasetAttr& a, const json& row, Conversation& out, const std::string& where) {

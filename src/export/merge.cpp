@@ -15,10 +15,12 @@
 #include <memory>
 #include <set>
 
+#include "zlora/ckpt/run_descriptor.h"
 #include "zlora/core/error.h"
 #include "zlora/core/fs.h"
 #include "zlora/core/log.h"
 #include "zlora/core/text.h"
+#include "zlora/data/json_file.h"
 #include "zlora/data/template.h"
 #include "zlora/data/tokenizer.h"
 #include "zlora/export/commands.h"
@@ -245,6 +247,51 @@ void check_export_dir(const Inputs& in, bool overwrite) {
       out.string(), text::join(names, ", "), names.size() == 3 ? ", ..." : "");
 }
 
+// The template of the run that trained `adapter`, from that run's record (ckpt/run_descriptor.h): in
+// the adapter's directory (a run's output_dir) or, for a checkpoint-STEP adapter, the one above it.
+// nullopt when neither holds one or it names no template.
+std::optional<std::pair<std::string, stdfs::path>> trained_template(const stdfs::path& adapter) {
+  std::vector<stdfs::path> dirs = {adapter};
+  if (text::starts_with(adapter.filename().string(), "checkpoint-")) dirs.push_back(adapter.parent_path());
+  for (const stdfs::path& dir : dirs) {
+    const stdfs::path record = dir / ckpt::kRunDescriptorName;
+    std::error_code ec;
+    if (!stdfs::is_regular_file(record, ec)) continue;
+    const ckpt::RunDescriptor run =
+        ckpt::RunDescriptor::from_json(data::parse_json(fs::read_file(record, size_t(1) << 20), record.string()));
+    if (run.template_name.empty()) return std::nullopt;
+    return std::make_pair(run.template_name, record);
+  }
+  return std::nullopt;
+}
+
+// --template, else the template the adapters were trained with (LLaMA-Factory's export needs
+// --template; zlora knows it from the run), else none: no Modelfile, said once.
+std::optional<std::string> export_template(const ExportOptions& o, const std::vector<stdfs::path>& adapters) {
+  if (o.template_name) return o.template_name;
+  std::optional<std::pair<std::string, stdfs::path>> found;
+  for (const stdfs::path& a : adapters) {
+    const auto t = trained_template(a);
+    if (!t) continue;
+    if (found && found->first != t->first)
+      fail(
+          "the adapters were trained with different templates ('{}' in {}, '{}' in {}); pass --template to choose "
+          "the one the Modelfile and the tokenizer files get",
+          found->first, found->second.string(), t->first, t->second.string());
+    if (!found) found = t;
+  }
+  if (found) {
+    log::info("template '{}' from {}, the run that trained the adapter (--template overrides it)", found->first,
+              found->second.string());
+    return found->first;
+  }
+  log::warn(
+      "no Modelfile is written and the tokenizer files keep their own stop tokens: no --template was given and {} "
+      "(pass --template NAME, the template the adapter was trained with)",
+      adapters.empty() ? "there is no adapter" : "no adapter has a zlora run record naming one");
+  return std::nullopt;
+}
+
 Inputs check_inputs(const ExportOptions& o) {
   Inputs in;
   if (o.base_dir.empty()) fail("model_name_or_path is not set");
@@ -282,8 +329,8 @@ Inputs check_inputs(const ExportOptions& o) {
     in.adapter_dirs.push_back(dir);
   }
   in.dtype = resolve_dtype(o.dtype, in.config, (in.base_dir / "config.json").string());
-  if (o.template_name) {
-    in.spec = data::find_template(*o.template_name);
+  if (const std::optional<std::string> name = export_template(o, in.adapter_dirs)) {
+    in.spec = data::find_template(*name);
     if (o.default_system) in.spec->default_system = *o.default_system;
   }
   check_export_dir(in, o.overwrite);

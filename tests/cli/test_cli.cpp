@@ -52,6 +52,25 @@ TEST(Cli, ConfigErrorUnderMpirunPrintedOnce) {
   EXPECT_EQ(r.output.find("expects an integer", first + 1), std::string::npos) << r.output;
 }
 
+// Every rank loads the same configuration: its warnings (here a DeepSpeed key zlora ignores) and
+// --print_config's output come once per job, from rank 0, not once per rank.
+TEST(Cli, ConfigWarningsUnderMpirunPrintedOnce) {
+  zlora::test::TempDir dir;
+  const auto ds = dir / "ds.json";
+  zlora::test::write_file(ds, R"({"zero_optimization": {"stage": 2, "round_robin_gradients": true}})");
+  auto r =
+      zlora::test::run_command("mpiexec -n 2 --oversubscribe " + zlora::test::zlora_bin().string() +
+                               " train --model_name_or_path m --dataset d --print_config --deepspeed " + ds.string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const std::string warning = "'zero_optimization.round_robin_gradients' is not implemented and is ignored";
+  size_t first = r.output.find(warning);
+  ASSERT_NE(first, std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(warning, first + 1), std::string::npos) << r.output;
+  first = r.output.find("zero_stage: 2");
+  ASSERT_NE(first, std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("zero_stage: 2", first + 1), std::string::npos) << r.output;
+}
+
 TEST(Cli, ConfigReferenceDocIsCurrent) {
   auto r = run_zlora("config-reference");
   ASSERT_EQ(r.exit_code, 0);

@@ -246,5 +246,33 @@ TEST(Registry, Errors) {
   EXPECT_HAS(error_of([&] { load_datasets(args_for(empty, "x")); }), "dataset_info.json:2:");
 }
 
+// LLaMA-Factory's own data/dataset_info.json defines hub datasets, preference sets, the openai
+// formatting and tools columns beside local alpaca files: a run that names only the local ones reads
+// them; naming one of the others is an error about that entry alone.
+TEST(Registry, OnlyTheNamedDatasetsAreValidated) {
+  TempDir dir;
+  write_file(dir / "dataset_info.json", R"({
+    "identity": {"file_name": "id.json"},
+    "alpaca_en": {"hf_hub_url": "llamafactory/alpaca_en"},
+    "glaive_toolcall_en_demo": {"file_name": "glaive.json", "formatting": "openai",
+                                "columns": {"messages": "messages", "tools": "tools"}},
+    "dpo_en_demo": {"file_name": "dpo.json", "ranking": true, "formatting": "sharegpt"},
+    "broken": 42})");
+  write_file(dir / "id.json", R"([{"instruction": "hi", "output": "yo"}])");
+  LoadedData d = load_datasets(args_for(dir, "identity"));
+  ASSERT_EQ(d.rows.size(), 1u);
+  EXPECT_EQ(d.sources[0].name, "identity");
+  EXPECT_EQ(describe_sources(args_for(dir, "identity"), nullptr).size(), 1u);
+  std::string e = error_of([&] { load_datasets(args_for(dir, "identity,alpaca_en")); });
+  EXPECT_HAS(e, "dataset 'alpaca_en': 'hf_hub_url' sources (downloaded from a hub) are a LLaMA-Factory feature");
+  e = error_of([&] { load_datasets(args_for(dir, "glaive_toolcall_en_demo")); });
+  EXPECT_HAS(e, "formatting 'openai' is not supported (supported: alpaca, sharegpt)");
+  EXPECT_HAS(error_of([&] { load_datasets(args_for(dir, "dpo_en_demo")); }), "ranking datasets are for preference");
+  EXPECT_HAS(error_of([&] { load_datasets(args_for(dir, "broken")); }), "dataset 'broken': entry must be an object");
+  // The list of defined names still includes every entry.
+  EXPECT_HAS(error_of([&] { load_datasets(args_for(dir, "identiti")); }),
+             "defined: alpaca_en, broken, dpo_en_demo, glaive_toolcall_en_demo, identity");
+}
+
 }  // namespace
 }  // namespace zlora::data

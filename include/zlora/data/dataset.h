@@ -54,14 +54,18 @@ class DatasetRegistry {
   // From the text of a dataset_info.json (`origin` names it in errors); files resolve under `dataset_dir`.
   static DatasetRegistry from_json(std::string_view text, const std::filesystem::path& dataset_dir,
                                    const std::string& origin);
-  const DatasetAttr& get(const std::string& name) const;  // unknown name: error listing the defined ones
+  // The named entry, validated now (an entry no run names is never checked): an unknown name is an
+  // error listing the defined ones; an entry zlora cannot read says why.
+  DatasetAttr get(const std::string& name) const;
   std::vector<std::string> names() const;
   const std::filesystem::path& info_path() const { return info_path_; }
 
  private:
   std::filesystem::path dir_;
   std::filesystem::path info_path_;
-  std::map<std::string, DatasetAttr> entries_;
+  DatasetAttr parse_entry(const std::string& name, const nlohmann::json& entry) const;
+
+  std::map<std::string, nlohmann::json> entries_;  // as written; parsed by get()
   friend LoadedData load_datasets(const config::DataArgs& args);
   friend std::vector<StoreSource> describe_sources(const config::DataArgs& args, const StoreMeta* known);
 };
