@@ -193,9 +193,7 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color) const {
   return out;
 }
 
-void MpiCommunicator::abort_timeout(const std::string& what) const {
-  end_job_on_timeout(*mpi_, what, "mpi", rank_, size_, timeout_s_, topology_);
-}
+void MpiCommunicator::abort_timeout(const std::string& what) const { end_job_on_timeout(wait_site(), what); }
 
 WorkPtr MpiCommunicator::all_reduce(const at::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, "all_reduce", "input");

@@ -34,12 +34,11 @@ void poll_until(const std::function<bool()>& done, double timeout_s, const std::
   }
 }
 
-std::string timeout_message(const std::string& what, const std::string& backend, int rank, int size, double timeout_s,
-                            const Topology* topology) {
+std::string timeout_message(const WaitSite& site, const std::string& what) {
   std::string msg = fmt::format("collective {} ({} backend, rank {} of {}) did not complete within ddp_timeout={} s",
-                                what, backend, rank, size, timeout_s);
-  if (topology)
-    msg += ": " + topology->diagnose();
+                                what, site.backend, site.rank, site.size, site.timeout_s);
+  if (site.topology)
+    msg += ": " + site.topology->diagnose();
   else
     msg += ": another rank failed, is stuck, or skipped this collective";
   msg += "; raise --ddp_timeout if steps are legitimately that slow";
@@ -49,9 +48,7 @@ std::string timeout_message(const std::string& what, const std::string& backend,
 void wait_with_deadline(const WaitSite& site, const std::string& what, const std::function<bool()>& done,
                         const std::function<void()>& on_timeout, PollPolicy policy) {
   Watchdog::Guard guard = site.mpi->watchdog().arm(
-      Watchdog::limit_for(site.timeout_s),
-      [site, what] { return timeout_message(what, site.backend, site.rank, site.size, site.timeout_s, site.topology); },
-      3);
+      Watchdog::limit_for(site.timeout_s), [site, what] { return timeout_message(site, what); }, 3);
   poll_until(
       done, site.timeout_s,
       [&] {
@@ -61,9 +58,8 @@ void wait_with_deadline(const WaitSite& site, const std::string& what, const std
       policy);
 }
 
-void end_job_on_timeout(const MpiRuntime& mpi, const std::string& what, const std::string& backend, int rank, int size,
-                        double timeout_s, const Topology* topology) {
-  mpi.fail_job(timeout_message(what, backend, rank, size, timeout_s, topology), 3);
+void end_job_on_timeout(const WaitSite& site, const std::string& what) {
+  site.mpi->fail_job(timeout_message(site, what), 3);
 }
 
 }  // namespace zlora::dist

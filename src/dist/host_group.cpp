@@ -31,7 +31,7 @@ void HostGroup::wait(MPI_Request* request, const std::string& what) {
         MPI_Test(request, &flag, MPI_STATUS_IGNORE);
         return flag != 0;
       },
-      [&] { end_job_on_timeout(*mpi_, what, site.backend, rank_, size_, timeout_s_, topology_); });
+      [&] { end_job_on_timeout(site, what); });
 }
 
 long long HostGroup::all_reduce_max(long long value, const std::string& what) {

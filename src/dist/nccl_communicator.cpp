@@ -160,8 +160,7 @@ void NcclCommunicator::abort(const std::string& what, const std::string& why) {
 
 void NcclCommunicator::abort_timeout(const std::string& what) {
   // The diagnosis probes the peers first: NCCL's proxy threads are still running until the abort.
-  const std::string message =
-      timeout_message(what, fmt::format("nccl, GPU {}", device_), rank_, size_, timeout_s_, topology_);
+  const std::string message = timeout_message(wait_site(), what);
   if (comm_) {
     ncclCommAbort(comm_);
     comm_ = nullptr;

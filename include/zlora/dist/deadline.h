@@ -23,12 +23,6 @@ struct PollPolicy {
 void poll_until(const std::function<bool()>& done, double timeout_s, const std::function<void()>& on_timeout,
                 PollPolicy policy = {});
 
-// What a collective that outlived ddp_timeout reports: `what` (e.g. "all_reduce of 4 fp32 elements") on
-// `backend`, this rank of `size`, and, with a topology, the ranks that no longer answer (by host and pid)
-// or that every other rank still runs (so one is stuck or skipped the collective).
-std::string timeout_message(const std::string& what, const std::string& backend, int rank, int size, double timeout_s,
-                            const Topology* topology);
-
 // Where a collective waits: what its timeout message and its watchdog need.
 struct WaitSite {
   const MpiRuntime* mpi = nullptr;
@@ -39,6 +33,11 @@ struct WaitSite {
   const Topology* topology = nullptr;
 };
 
+// What a collective that outlived ddp_timeout reports: `what` (e.g. "all_reduce of 4 fp32 elements") on
+// the site's backend, its rank of its size, and, with a topology, the ranks that no longer answer (by
+// host and pid) or that every other rank still runs (so one is stuck or skipped the collective).
+std::string timeout_message(const WaitSite& site, const std::string& what);
+
 // The wait of every backend: poll_until(done) with the site's timeout, calling `on_timeout` (which ends
 // the job) on the deadline. Meanwhile the runtime's Watchdog is armed for Watchdog::limit_for(timeout)
 // with the same message, in case this thread gets stuck inside `done()` itself.
@@ -46,7 +45,6 @@ void wait_with_deadline(const WaitSite& site, const std::string& what, const std
                         const std::function<void()>& on_timeout, PollPolicy policy = {});
 
 // Ends the job with timeout_message() (MpiRuntime::fail_job, exit code 3).
-[[noreturn]] void end_job_on_timeout(const MpiRuntime& mpi, const std::string& what, const std::string& backend,
-                                     int rank, int size, double timeout_s, const Topology* topology);
+[[noreturn]] void end_job_on_timeout(const WaitSite& site, const std::string& what);
 
 }  // namespace zlora::dist
