@@ -7,6 +7,8 @@
 
 #include "test_util.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -86,6 +88,48 @@ inline std::filesystem::path write_alpaca_dataset(const std::filesystem::path& d
 inline bool have_shared(const std::filesystem::path& relative) {
   std::error_code ec;
   return std::filesystem::exists(shared_dir() / relative, ec);
+}
+
+// A byte-level BPE tokenizer.json without merges: GPT-2's bytes_to_unicode vocabulary as ids 0-255
+// (printable bytes map to themselves, the rest to U+0100 onwards), then `special_tokens` as added
+// special tokens 256, 257, ... Small real tokenizers for the template and export tests.
+inline std::string byte_level_tokenizer_json(const std::vector<std::string>& special_tokens) {
+  using nlohmann::json;
+  auto utf8 = [](uint32_t cp) {
+    std::string s;
+    if (cp < 0x80) {
+      s.push_back(char(cp));
+    } else {
+      s.push_back(char(0xC0 | (cp >> 6)));
+      s.push_back(char(0x80 | (cp & 0x3F)));
+    }
+    return s;
+  };
+  json vocab = json::object();
+  uint32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool direct = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    vocab[utf8(direct ? uint32_t(b) : next++)] = b;
+  }
+  json added = json::array();
+  int id = 256;
+  for (const std::string& t : special_tokens)
+    added.push_back({{"id", id++},
+                     {"content", t},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  const json tok = {
+      {"version", "1.0"},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer",
+       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+  return tok.dump();
 }
 
 }  // namespace zlora::test

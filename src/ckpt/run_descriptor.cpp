@@ -20,10 +20,20 @@ namespace {
 // exactly these and the checkpoints; anything else the user keeps there is left alone. profile.json is
 // written by profile_steps (train/sft.cpp).
 const std::vector<std::string>& run_output_files() {
-  static const std::vector<std::string> names = {
-      kRunDescriptorName,          kLatestName,           "trainer_log.jsonl", "trainer_state.json",
-      "train_results.json",        "all_results.json",    "training_loss.svg", "training_loss.png",
-      "adapter_model.safetensors", "adapter_config.json", "profile.json"};
+  static const std::vector<std::string> names = {kRunDescriptorName,
+                                                 kLatestName,
+                                                 "trainer_log.jsonl",
+                                                 "trainer_state.json",
+                                                 "train_results.json",
+                                                 "all_results.json",
+                                                 "training_loss.svg",
+                                                 "training_loss.png",
+                                                 "adapter_model.safetensors",
+                                                 "adapter_config.json",
+                                                 "profile.json",
+                                                 "eval_results.json",
+                                                 "training_eval_loss.svg",
+                                                 "training_eval_loss.png"};
   return names;
 }
 

@@ -22,7 +22,7 @@ int run_export(const Args& args, Session& session) {
     return kExitOk;
   }
   auto r = config::load_export_config(args);
-  print_config_warnings(r.warnings);
+  print_config_messages(r.warnings, r.notes);
   exporter::export_command(r.cfg);
   return kExitOk;
 }

@@ -21,7 +21,7 @@ int run_generate(const Args& args, Session& session) {
     return kExitOk;
   }
   auto r = config::load_generate_config(args);
-  print_config_warnings(r.warnings);
+  print_config_messages(r.warnings, r.notes);
   return exporter::generate_command(r.cfg, stdin, stdout);
 }
 

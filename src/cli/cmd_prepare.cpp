@@ -70,7 +70,7 @@ int run_prepare(const Args& args, Session& session) {
     return kExitOk;
   }
   auto r = config::load_prepare_config(args);
-  print_config_warnings(r.warnings);
+  print_config_messages(r.warnings, r.notes);
   return prepare_store(r.cfg, session, data::kMadeByPrepare);
 }
 
@@ -99,6 +99,7 @@ int prepare_store(const config::PrepareConfig& cfg, Session& session, const char
   opt.cutoff_len = cfg.data.cutoff_len;
   opt.train_on_prompt = cfg.data.train_on_prompt;
   opt.mask_history = cfg.data.mask_history;
+  opt.enable_thinking = cfg.data.enable_thinking;
   auto t1 = std::chrono::steady_clock::now();
   data::Shard shard = data::tokenize_rows(tmpl, loaded.rows, begin, end, opt);
   double my_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), tok_secs = 0;

@@ -25,7 +25,7 @@ int run_train(const Args& args, Session& session) {
     return kExitOk;
   }
   config::Resolved<config::TrainConfig> r = config::load_train_config(args);
-  print_config_warnings(r.warnings);
+  print_config_messages(r.warnings, r.notes);
   if (r.cfg.training.print_config) {
     if (dist::launcher_rank() == 0) std::fputs(config::render(schema, r).c_str(), stdout);
     return kExitOk;

@@ -10,10 +10,11 @@
 
 namespace zlora::cli {
 
-// cmd_scaling_report.cpp and cmd_comm_model.cpp (declared here, not in commands.h, so that the other
+// cmd_scaling_report.cpp, cmd_comm_model.cpp and cmd_templates.cpp (declared here, not in commands.h, so that the other
 // commands need no rebuild).
 int run_scaling_report(const Args& args, Session& session);
 int run_comm_model(const Args& args, Session& session);
+int run_templates(const Args& args, Session& session);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> list = {
@@ -21,6 +22,7 @@ const std::vector<Command>& commands() {
       {"train", "LoRA supervised fine-tuning (under mpirun/srun: data parallel with ZeRO 0-3)", run_train, false},
       {"export", "merge a LoRA adapter into the base model; write sharded safetensors + Modelfile", run_export, false},
       {"generate", "generate text with a model (+ adapter) under a chat template", run_generate, false},
+      {"templates", "list the chat templates (--template values) and the models they use", run_templates, false},
       {"info", "describe an HDF5 token store; dump samples as JSON", run_info, false},
       {"tokenize", "encode JSON-lines strings to token ids (or decode with --decode)", run_tokenize, false},
       {"plot", "redraw training_loss.svg/.png from an output directory", run_plot, false},
@@ -34,8 +36,9 @@ const std::vector<Command>& commands() {
   return list;
 }
 
-void print_config_warnings(const std::vector<std::string>& warnings) {
+void print_config_messages(const std::vector<std::string>& warnings, const std::vector<std::string>& notes) {
   if (dist::launcher_rank() != 0) return;
+  for (const auto& n : notes) log::info("{}", n);
   for (const auto& w : warnings) log::warn("{}", w);
 }
 

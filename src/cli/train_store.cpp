@@ -87,7 +87,30 @@ std::string decide(const Run& r, bool default_path) {
       path, what, who_made(store), default_path ? "" : " and is named by tokenized_path");
 }
 
+// Leaves at r.cfg.data.tokenized_path a store made from r's data settings (decide(), then a rebuild on
+// every rank when rank 0 says so).
+void ensure_store(const Run& r, bool default_path, Session& session) {
+  dist::MpiRuntime& mpi = session.start_mpi();
+  const std::string decision = dist::decide_on_root(mpi.world(), [&] { return decide(r, default_path); });
+  if (decision == kUse) return;
+  log::info("{}", decision.substr(std::string(kBuild).size()));
+  // Prepared as LLaMA-Factory tokenizes before training: by all ranks in parallel.
+  config::PrepareConfig prep;
+  prep.data = r.cfg.data;
+  prep.tokenizer = r.cfg.model.model_name_or_path;
+  prep.output = *r.cfg.data.tokenized_path;
+  prep.overwrite = true;
+  stdfs::create_directories(stdfs::path(prep.output).parent_path());
+  prepare_store(prep, session, data::kMadeByTrain);
+}
+
 }  // namespace
+
+std::string eval_store_path(const std::string& tokenized_path) {
+  const stdfs::path p(tokenized_path);
+  return (p.parent_path() / (p.stem().string() + "_eval" + (p.has_extension() ? p.extension().string() : ".h5")))
+      .string();
+}
 
 void ensure_train_store(Run& r, Session& session) {
   auto& data = r.cfg.data;
@@ -96,18 +119,15 @@ void ensure_train_store(Run& r, Session& session) {
     data.tokenized_path = (stdfs::path(r.cfg.training.output_dir) / "tokenized.h5").string();
     r.origins["tokenized_path"] = config::Origin{"default: <output_dir>/tokenized.h5"};
   }
-  dist::MpiRuntime& mpi = session.start_mpi();
-  const std::string decision = dist::decide_on_root(mpi.world(), [&] { return decide(r, default_path); });
-  if (decision == kUse) return;
-  log::info("{}", decision.substr(std::string(kBuild).size()));
-  // Prepared as LLaMA-Factory tokenizes before training: by all ranks in parallel.
-  config::PrepareConfig prep;
-  prep.data = data;
-  prep.tokenizer = r.cfg.model.model_name_or_path;
-  prep.output = *data.tokenized_path;
-  prep.overwrite = true;
-  stdfs::create_directories(stdfs::path(prep.output).parent_path());
-  prepare_store(prep, session, data::kMadeByTrain);
+  ensure_store(r, default_path, session);
+  if (data.eval_dataset.empty()) return;
+  // eval_dataset: a second store beside the training one, from the same data settings (LLaMA-Factory
+  // preprocesses both the same way, max_samples included).
+  Run eval = r;
+  eval.cfg.data.dataset = data.eval_dataset;
+  eval.cfg.data.tokenized_path = eval_store_path(*data.tokenized_path);
+  ensure_store(eval, default_path, session);
+  data.eval_tokenized_path = eval.cfg.data.tokenized_path;
 }
 
 }  // namespace zlora::cli

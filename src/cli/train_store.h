@@ -15,6 +15,11 @@ namespace zlora::cli {
 // overwrite_cache is set or when `zlora train` made it at the default path, else refused naming the
 // store, each differing field with both values, and the fixes. A refusal is thrown on every rank;
 // a rebuild runs on all ranks (prepare_store). Call on every rank, after session.start_mpi().
+// With eval_dataset, the same for the evaluation store (eval_store_path of tokenized_path), whose path is
+// left in r.cfg.data.eval_tokenized_path.
 void ensure_train_store(config::Resolved<config::TrainConfig>& r, Session& session);
+
+// Where the eval_dataset store of a run training on `tokenized_path` lives: <stem>_eval.h5 beside it.
+std::string eval_store_path(const std::string& tokenized_path);
 
 }  // namespace zlora::cli

@@ -31,7 +31,8 @@ template <typename Root, typename Get>
 void add_template_fields(Schema<Root>& s, Get tmpl, const char* group) {
   s.add(
       "template", group, [tmpl](Root & r) -> auto& { return tmpl(r).template_name; },
-      "Chat template: qwen, llama3, chatml, default, alpaca, empty (`zlora prepare --help` lists them).");
+      "Chat template (LLaMA-Factory's names: qwen, qwen3, llama3, llama2, mistral, gemma, ...; `zlora templates` "
+      "lists all 49).");
   s.add(
       "default_system", group, [tmpl](Root & r) -> auto& { return tmpl(r).default_system; },
       "Replaces the template's default system prompt.");
@@ -71,6 +72,10 @@ void add_data_fields(Schema<Root>& s, Get data) {
       .range(1, 4096)
       .compat();
   s.add(
+      "enable_thinking", g, [data](Root & r) -> auto& { return data(r).enable_thinking; },
+      "Reasoning templates (qwen3, deepseekr1, ...): give answers without a <think> block an empty one, as "
+      "LLaMA-Factory does; false trains them without (docs/data-format.md, \"Chat templates\").");
+  s.add(
        "streaming", g, [data](Root & r) -> auto& { return data(r).streaming; },
        "Accepted only as false: zlora reads from its HDF5 token store, which is never streamed.")
       .compat();
@@ -82,6 +87,15 @@ Schema<TrainConfig> make_train_schema() {
   add_model_fields(s, [](R& r) -> ModelArgs& { return r.model; });
   add_data_fields(s, [](R& r) -> DataArgs& { return r.data; });
   s.add(
+       "val_size", "data", [](R & r) -> auto& { return r.data.val_size; },
+       "Hold out this fraction (<= 1) or number (> 1) of the training samples for evaluation, the same ones "
+       "LLaMA-Factory holds out (datasets' train_test_split with seed).")
+      .range(0, kBig);
+  s.add(
+      "eval_dataset", "data", [](R & r) -> auto& { return r.data.eval_dataset; },
+      "Datasets (names in dataset_info.json) to evaluate on, prepared like `dataset` into <tokenized_path "
+      "stem>_eval.h5; not together with val_size.");
+  s.add(
       "tokenized_path", "data", [](R & r) -> auto& { return r.data.tokenized_path; },
       "HDF5 token store made by `zlora prepare`. If it does not exist and `dataset` is set, it is prepared "
       "there first (default: <output_dir>/tokenized.h5). An existing store made from other data settings than "
@@ -91,12 +105,15 @@ Schema<TrainConfig> make_train_schema() {
   const char* m = "method";
   s.add(
        "stage", m, [](R & r) -> auto& { return r.lora.stage; }, "Training stage; zlora does supervised fine-tuning.")
-      .one_of({"sft"});
+      .one_of({"sft"})
+      .refuses({"pt", "rm", "ppo", "dpo", "kto"},
+               "pre-training, reward modelling and the preference/RL stages (LLaMA-Factory's pt, rm, ppo, dpo, kto)");
   s.add(
       "do_train", m, [](R & r) -> auto& { return r.lora.do_train; }, "Must be true for `zlora train`.");
   s.add(
        "finetuning_type", m, [](R & r) -> auto& { return r.lora.finetuning_type; }, "Fine-tuning method.")
-      .one_of({"lora"});
+      .one_of({"lora"})
+      .refuses({"full", "freeze", "oft"}, "full-parameter, freeze and OFT tuning");
   s.add(
        "lora_rank", m, [](R & r) -> auto& { return r.lora.lora_rank; }, "LoRA rank r.")
       .range(1, 65536);
@@ -202,6 +219,22 @@ Schema<TrainConfig> make_train_schema() {
        "Keep at most this many checkpoints (the oldest are removed).")
       .range(1, kBig);
   s.add(
+      "do_eval", t, [](R & r) -> auto& { return r.training.do_eval; },
+      "Evaluate after training (eval_results.json); true by itself when eval_strategy is not no, as in HF.");
+  s.add(
+       "eval_strategy", t, [](R & r) -> auto& { return r.training.eval_strategy; },
+       "When to evaluate during training: every eval_steps, at the end of each epoch, or never.")
+      .one_of({"no", "steps", "epoch"});
+  s.add(
+       "eval_steps", t, [](R & r) -> auto& { return r.training.eval_steps; },
+       "Evaluate every N optimizer steps with eval_strategy steps (a value < 1 is a ratio of the total steps); "
+       "unset: logging_steps.")
+      .range(1e-9, kBig);
+  s.add(
+       "per_device_eval_batch_size", t, [](R & r) -> auto& { return r.training.per_device_eval_batch_size; },
+       "Samples per rank per evaluation forward pass.")
+      .range(1, 1 << 20);
+  s.add(
       "bf16", t, [](R & r) -> auto& { return r.training.bf16; }, "Compute in bfloat16 (LoRA master weights fp32).");
   s.add(
       "fp16", t, [](R & r) -> auto& { return r.training.fp16; },
@@ -237,9 +270,12 @@ Schema<TrainConfig> make_train_schema() {
        "Seconds a collective may wait for the other ranks before the job aborts with a message.")
       .range(1, kBig);
   s.add(
-       "report_to", t, [](R & r) -> auto& { return r.training.report_to; },
-       "Accepted for compatibility; zlora logs to stdout and trainer_log.jsonl.")
-      .compat();
+      "report_to", t, [](R & r) -> auto& { return r.training.report_to; },
+      "tensorboard (or all): also write TensorBoard event files to logging_dir. zlora always logs to stdout and "
+      "trainer_log.jsonl; other integrations (wandb, mlflow, swanlab, ...) are warned about and ignored.");
+  s.add(
+      "logging_dir", t, [](R & r) -> auto& { return r.training.logging_dir; },
+      "TensorBoard directory (report_to tensorboard); unset: <output_dir>/runs/<Mon DD_HH-MM-SS>_<host>, as HF.");
   s.add(
       "print_config", t, [](R & r) -> auto& { return r.training.print_config; },
       "Print the resolved configuration (with where each value came from) and exit.");
@@ -247,6 +283,9 @@ Schema<TrainConfig> make_train_schema() {
        "device", t, [](R & r) -> auto& { return r.training.device; },
        "Compute device: auto (CUDA when built with it and a GPU is visible), cpu or cuda.")
       .one_of({"auto", "cpu", "cuda"});
+  s.add(
+      "use_cpu", t, [](R & r) -> auto& { return r.training.use_cpu; },
+      "transformers' name for device cpu: true trains on the CPU even where a GPU is visible.");
 
   const char* d = "distributed";
   s.add(
@@ -271,6 +310,11 @@ Schema<TrainConfig> make_train_schema() {
        "comm", d, [](R & r) -> auto& { return r.dist.comm; },
        "Communicator backend: nccl (GPU), mpi (CPU, or GPU staged through host memory), auto.")
       .one_of({"auto", "nccl", "mpi"});
+  s.add(
+       "ddp_backend", d, [](R & r) -> auto& { return r.dist.ddp_backend; },
+       "transformers' name for the communicator backend; nccl or mpi set `comm` to the same.")
+      .one_of({"nccl", "mpi"})
+      .refuses({"gloo", "ccl", "hccl", "cncl", "mccl"}, "PyTorch's gloo, ccl, hccl, cncl and mccl backends");
   s.add(
        "reduce_bucket_size", d, [](R & r) -> auto& { return r.dist.reduce_bucket_size; },
        "Elements per gradient reduction bucket.")

@@ -69,6 +69,12 @@ void check_choice(const std::string& name, const std::string& value, const std::
        text::did_you_mean(value, choices), text::join(choices, ", "));
 }
 
+void refuse_unsupported_choice(const std::string& name, const std::string& value, const std::string& why,
+                               const std::vector<std::string>& choices, const Origin& origin) {
+  fail("option '{}' ({}) is '{}': {} is a LLaMA-Factory feature zlora does not support; valid values here: {}", name,
+       origin.where, value, why, text::join(choices, ", "));
+}
+
 std::vector<std::string> split_option_list(const std::string& raw) { return text::split(raw, ','); }
 
 std::string join_option_list(const std::vector<std::string>& items) { return text::join(items, ","); }

@@ -95,11 +95,14 @@ void validate(Resolved<TrainConfig>& r) {
     fail("warmup_steps {} ({}) must be a whole number of steps, or a ratio below 1",
          format_double(c.training.warmup_steps), origin_of(r, "warmup_steps"));
   for (const auto& rt : c.training.report_to)
-    if (rt != "none")
+    if (rt != "none" && rt != "tensorboard" && rt != "all")
       r.warnings.push_back(
           fmt::format("report_to {} is not supported and is ignored: zlora logs to stdout and "
-                      "<output_dir>/trainer_log.jsonl",
+                      "<output_dir>/trainer_log.jsonl, and to TensorBoard with report_to tensorboard",
                       rt));
+  if (c.training.logging_dir && !c.training.report_to_tensorboard())
+    r.notes.push_back(fmt::format("logging_dir {} ({}) is used by report_to tensorboard only, which is not set",
+                                  *c.training.logging_dir, origin_of(r, "logging_dir")));
   if (c.model.trust_remote_code)
     r.warnings.push_back(
         "trust_remote_code is accepted but has no effect: zlora never runs code from a model "
@@ -108,6 +111,40 @@ void validate(Resolved<TrainConfig>& r) {
     fail("offload_optimizer {} ({}) needs zero_stage 1, 2 or 3 (it is 0, {})", c.dist.offload_optimizer,
          origin_of(r, "offload_optimizer"), origin_of(r, "zero_stage"));
   if (c.training.disable_gradient_checkpointing) c.training.gradient_checkpointing = false;
+  // Evaluation: LLaMA-Factory's and HF's rules.
+  const bool has_eval_data = c.data.val_size > 0 || !c.data.eval_dataset.empty();
+  if (c.data.val_size > 0 && !c.data.eval_dataset.empty())
+    fail(
+        "val_size {} ({}) and eval_dataset {} ({}) are both set; LLaMA-Factory allows one of them: hold out part "
+        "of dataset, or evaluate on other datasets",
+        format_double(c.data.val_size), origin_of(r, "val_size"), join_option_list(c.data.eval_dataset),
+        origin_of(r, "eval_dataset"));
+  if (c.data.val_size > 1 && c.data.val_size != std::floor(c.data.val_size))
+    fail("val_size {} ({}) must be a fraction of the samples (at most 1) or a whole number of samples",
+         format_double(c.data.val_size), origin_of(r, "val_size"));
+  if (c.training.eval_strategy != "no") c.training.do_eval = true;  // HF TrainingArguments.__post_init__
+  if (c.training.do_eval && !has_eval_data)
+    fail("{} but there is no evaluation data: set val_size (a held-out part of dataset) or eval_dataset",
+         c.training.eval_strategy != "no"
+             ? fmt::format("eval_strategy is {} ({})", c.training.eval_strategy, origin_of(r, "eval_strategy"))
+             : fmt::format("do_eval is true ({})", origin_of(r, "do_eval")));
+  if (has_eval_data && !c.training.do_eval)
+    r.warnings.push_back(fmt::format(
+        "{} is set but nothing evaluates on it: set eval_strategy steps (or epoch) to evaluate during training, or "
+        "do_eval true to evaluate once at the end",
+        c.data.val_size > 0 ? "val_size" : "eval_dataset"));
+  if (c.training.use_cpu) {
+    if (c.training.device == "cuda")
+      fail("use_cpu is true ({}) but device is cuda ({}); drop one of them", origin_of(r, "use_cpu"),
+           origin_of(r, "device"));
+    c.training.device = "cpu";
+  }
+  if (c.dist.ddp_backend) {
+    if (was_set(r, "comm") && c.dist.comm != "auto" && c.dist.comm != *c.dist.ddp_backend)
+      fail("ddp_backend {} ({}) and comm {} ({}) disagree; set one of them", *c.dist.ddp_backend,
+           origin_of(r, "ddp_backend"), c.dist.comm, origin_of(r, "comm"));
+    c.dist.comm = *c.dist.ddp_backend;
+  }
   if (c.training.output_dir.empty()) fail("output_dir is empty; name a directory for logs and checkpoints");
 }
 

@@ -43,8 +43,9 @@ std::string file_value(const StoreSource& s, size_t i) {
 }  // namespace
 
 const std::vector<std::string>& provenance_options() {
-  static const std::vector<std::string> kOptions = {"dataset",    "template",    "default_system",  "tokenizer",
-                                                    "cutoff_len", "max_samples", "train_on_prompt", "mask_history"};
+  static const std::vector<std::string> kOptions = {"dataset",         "template",     "default_system",
+                                                    "tokenizer",       "cutoff_len",   "max_samples",
+                                                    "train_on_prompt", "mask_history", "enable_thinking"};
   return kOptions;
 }
 
@@ -57,6 +58,7 @@ StoreMeta describe_options(const config::DataArgs& data) {
   if (data.max_samples) m.max_samples = *data.max_samples;
   m.train_on_prompt = data.train_on_prompt;
   m.mask_history = data.mask_history;
+  m.enable_thinking = data.enable_thinking;
   std::error_code ec;
   const std::filesystem::path dir = std::filesystem::absolute(data.dataset_dir, ec);
   m.dataset_dir = (ec ? std::filesystem::path(data.dataset_dir) : dir).lexically_normal().string();
@@ -144,6 +146,8 @@ std::vector<ProvenanceDiff> compare_provenance(const StoreMeta& store, const Sto
     check("train_on_prompt", "train_on_prompt", boolean(store.train_on_prompt), boolean(run.train_on_prompt));
   if (wanted("mask_history"))
     check("mask_history", "mask_history", boolean(store.mask_history), boolean(run.mask_history));
+  if (wanted("enable_thinking"))
+    check("enable_thinking", "enable_thinking", boolean(store.enable_thinking), boolean(run.enable_thinking));
   return out;
 }
 

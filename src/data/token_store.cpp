@@ -190,6 +190,7 @@ void write_token_store(const std::filesystem::path& path, const std::vector<int3
     put_int(root, "cutoff_len", meta.cutoff_len, path);
     put_int(root, "train_on_prompt", meta.train_on_prompt, path);
     put_int(root, "mask_history", meta.mask_history, path);
+    put_int(root, "enable_thinking", meta.enable_thinking, path);
     put_int(root, "num_samples", meta.num_samples, path);
     put_int(root, "num_tokens", meta.num_tokens, path);
     put_int(root, "num_label_tokens", meta.num_label_tokens, path);
@@ -329,6 +330,8 @@ TokenStore::TokenStore(const std::filesystem::path& path) : path_(path), h_(std:
   meta_.cutoff_len = get_int(f, "cutoff_len", path);
   meta_.train_on_prompt = get_int(f, "train_on_prompt", path) != 0;
   meta_.mask_history = get_int(f, "mask_history", path) != 0;
+  // Added within format 2: a store written before it has no attribute, and was made with thoughts on.
+  meta_.enable_thinking = H5Aexists(f, "enable_thinking") > 0 ? get_int(f, "enable_thinking", path) != 0 : true;
   meta_.num_samples = get_int(f, "num_samples", path);
   meta_.num_tokens = get_int(f, "num_tokens", path);
   meta_.num_label_tokens = get_int(f, "num_label_tokens", path);

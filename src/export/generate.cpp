@@ -276,12 +276,8 @@ int generate_command(const config::GenerateConfig& cfg, std::FILE* in, std::FILE
     conv.messages = history;
     conv.messages.push_back({data::Role::User, user});
     conv.messages.push_back({data::Role::Assistant, ""});
-    auto pairs = chat.encode_multiturn(conv, cache);
-    std::vector<int64_t> prompt;
-    for (size_t i = 0; i < pairs.size(); ++i) {
-      prompt.insert(prompt.end(), pairs[i].first.begin(), pairs[i].first.end());
-      if (i + 1 < pairs.size()) prompt.insert(prompt.end(), pairs[i].second.begin(), pairs[i].second.end());
-    }
+    const std::vector<int32_t> prompt_ids = chat.encode_oneturn(conv, cache).first;
+    const std::vector<int64_t> prompt(prompt_ids.begin(), prompt_ids.end());
     TextStream stream(tok, out);
     Generation g = generate(lm.decoder(), prompt, opts, stops, [&](int64_t id) {
       if (!std::binary_search(stops.begin(), stops.end(), id)) stream.push(id);

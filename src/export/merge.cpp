@@ -23,6 +23,7 @@
 #include "zlora/data/json_file.h"
 #include "zlora/data/template.h"
 #include "zlora/data/tokenizer.h"
+#include "zlora/export/chat_template.h"
 #include "zlora/export/commands.h"
 #include "zlora/export/modelfile.h"
 #include "zlora/model/config.h"
@@ -286,8 +287,8 @@ std::optional<std::string> export_template(const ExportOptions& o, const std::ve
     return found->first;
   }
   log::warn(
-      "no Modelfile is written and the tokenizer files keep their own stop tokens: no --template was given and {} "
-      "(pass --template NAME, the template the adapter was trained with)",
+      "no Modelfile is written and the tokenizer files keep their own stop tokens and chat_template: no --template "
+      "was given and {} (pass --template NAME, the template the adapter was trained with)",
       adapters.empty() ? "there is no adapter" : "no adapter has a zlora run record naming one");
   return std::nullopt;
 }
@@ -497,9 +498,22 @@ void write_generation_config(const Inputs& in, const std::optional<TokenInfo>& t
   write_text(dir / "generation_config.json", g.dump(2) + "\n");
 }
 
+// Whether the base tokenizer has a chat template of its own, as transformers loads it: tokenizer_config.json's
+// chat_template (a string or a list of named templates; null is none) or a chat_template.jinja file.
+bool has_own_chat_template(const Inputs& in) {
+  if (stdfs::exists(in.base_dir / "chat_template.jinja")) return true;
+  const stdfs::path tc = in.base_dir / "tokenizer_config.json";
+  if (!stdfs::exists(tc)) return false;
+  const ordered_json j = parse_json(read_text(tc), tc);
+  return j.is_object() && j.contains("chat_template") && !j["chat_template"].is_null();
+}
+
 // Copies the tokenizer files the base has. LLaMA-Factory saves the tokenizer with padding_side "left"
 // and, for replace_eos templates, the first stop word as eos_token; the JSON files get the same edits.
-void copy_tokenizer(const Inputs& in, const stdfs::path& dir) {
+// The chat_template is LLaMA-Factory's fix_jinja_template (chat_template.h): the Jinja generated from the
+// template when the tokenizer has none or the template replaces it, else the tokenizer's own. Every other
+// key of tokenizer_config.json keeps its value and place.
+void copy_tokenizer(const Inputs& in, const std::optional<TokenInfo>& tokens, const stdfs::path& dir) {
   static const char* kFiles[] = {
       "tokenizer.json",    "tokenizer_config.json", "special_tokens_map.json", "vocab.json",        "merges.txt",
       "added_tokens.json", "tokenizer.model",       "chat_template.jinja",     "chat_template.json"};
@@ -512,23 +526,47 @@ void copy_tokenizer(const Inputs& in, const stdfs::path& dir) {
     else
       j["eos_token"] = eos;
   };
-  int copied = 0;
+  bool has_files = false;
+  for (const char* f : kFiles) has_files = has_files || stdfs::exists(in.base_dir / f);
+  if (!has_files) {
+    log::warn("{}: no tokenizer files to copy (tokenizer.json, ...){}", in.base_dir.string(),
+              in.spec ? "; no chat_template is written either" : "");
+    return;
+  }
+  std::optional<ChatTemplateFix> fix;
+  if (in.spec && tokens) {
+    fix = fix_chat_template(*in.spec, jinja_tokens(*in.spec, *tokens), has_own_chat_template(in));
+    log::info("{}", fix->reason);
+  }
+  const bool write_jinja = fix && fix->write;
   for (const char* f : kFiles) {
     const stdfs::path src = in.base_dir / f;
     if (!stdfs::exists(src)) continue;
-    ++copied;
     const std::string name = f;
     if (name == "tokenizer_config.json" || name == "special_tokens_map.json") {
       ordered_json j = parse_json(read_text(src), src);
-      if (name == "tokenizer_config.json") j["padding_side"] = "left";
+      if (name == "tokenizer_config.json") {
+        j["padding_side"] = "left";
+        if (write_jinja) j["chat_template"] = fix->jinja;  // in place when the key exists, else last
+      }
       set_eos(j);
       write_text(dir / f, j.dump(2) + "\n");
+    } else if (name == "chat_template.jinja" && write_jinja) {
+      // transformers prefers this file to tokenizer_config.json's key: it gets the same template.
+      write_text(dir / f, fix->jinja);
     } else {
       stdfs::copy_file(src, dir / f);
       fs::fsync_path(dir / f);
     }
   }
-  if (copied == 0) log::warn("{}: no tokenizer files to copy (tokenizer.json, ...)", in.base_dir.string());
+  if (write_jinja && !stdfs::exists(in.base_dir / "tokenizer_config.json")) {
+    // save_pretrained would write a tokenizer_config.json: one with what this export decides.
+    ordered_json j;
+    j["chat_template"] = fix->jinja;
+    set_eos(j);
+    j["padding_side"] = "left";
+    write_text(dir / "tokenizer_config.json", j.dump(2) + "\n");
+  }
 }
 
 // Puts the finished temporary directory in place of export_dir (replacing its old contents when
@@ -604,7 +642,7 @@ ExportSummary export_merged(const ExportOptions& o) {
   }
   write_config(in, tmp.path());
   write_generation_config(in, tokens, tmp.path());
-  copy_tokenizer(in, tmp.path());
+  copy_tokenizer(in, tokens, tmp.path());
   if (in.spec) write_text(tmp.path() / "Modelfile", ollama_modelfile(*in.spec, *tokens));
   publish(tmp.path(), in.export_dir);
   tmp.keep();

@@ -997,6 +997,10 @@ LossResult Decoder::loss(const PackedBatch& batch, const ForwardOptions& options
   if (r.count != batch.num_targets)
     fail("decoder: batch.num_targets is {} but its targets hold {}", batch.num_targets, r.count);
   if (r.count == 0) {
+    // The head's unit is acquired all the same: under ZeRO-3 every acquire may be an all-gather, and a
+    // rank whose batch has targets acquires it here, so skipping it would leave the ranks' gathers out of
+    // step (a dummy or fully masked micro-batch on one rank only; MPI_ERR_TRUNCATE or a hang).
+    UnitLease head(weights_, config_.num_hidden_layers + 1);
     r.sum = (x.sum() * 0).to(at::kFloat);  // keeps the graph (zero gradients) for a batch without targets
     return r;
   }

@@ -194,7 +194,7 @@ std::vector<double> smooth_loss(const std::vector<double>& values) {
   return out;
 }
 
-std::vector<LossPoint> read_loss_points(const std::filesystem::path& output_dir) {
+std::vector<LossPoint> read_loss_points(const std::filesystem::path& output_dir, const std::string& key) {
   ZLORA_REQUIRE(std::filesystem::is_directory(output_dir), "output directory '{}' does not exist", output_dir.string());
   auto path = output_dir / "trainer_log.jsonl";
   ZLORA_REQUIRE(std::filesystem::is_regular_file(path),
@@ -217,19 +217,21 @@ std::vector<LossPoint> read_loss_points(const std::filesystem::path& output_dir)
       if (!complete) break;  // a run killed while appending leaves at most one unterminated last line
       fail("{}:{}: not a JSON object", path.string(), line_no);
     }
-    if (!j.contains("loss") || !j["loss"].is_number()) continue;
-    ZLORA_REQUIRE(j.contains("current_steps") && j["current_steps"].is_number(), "{}:{}: a loss without current_steps",
-                  path.string(), line_no);
-    points.push_back({j["current_steps"].get<double>(), j["loss"].get<double>()});
+    if (!j.contains(key) || !j[key].is_number()) continue;
+    ZLORA_REQUIRE(j.contains("current_steps") && j["current_steps"].is_number(), "{}:{}: {} without current_steps",
+                  path.string(), line_no, key == "loss" ? std::string("a loss") : "an " + key);
+    points.push_back({j["current_steps"].get<double>(), j[key].get<double>()});
   }
-  ZLORA_REQUIRE(!points.empty(),
-                "'{}' has no loss points to plot (no line with a \"loss\" yet: the first is "
-                "written after logging_steps optimizer steps)",
-                path.string());
+  if (key == "loss")
+    ZLORA_REQUIRE(!points.empty(),
+                  "'{}' has no loss points to plot (no line with a \"loss\" yet: the first is "
+                  "written after logging_steps optimizer steps)",
+                  path.string());
+  ZLORA_REQUIRE(!points.empty(), "'{}' has no {} points to plot (no evaluation has run)", path.string(), key);
   return points;
 }
 
-std::string render_loss_svg(const std::vector<LossPoint>& points, const std::string& title) {
+std::string render_loss_svg(const std::vector<LossPoint>& points, const std::string& title, const std::string& ylabel) {
   Chart c = make_chart(points, 640, 480);
   std::ostringstream s;
   auto num = [](double v) { return fmt::format("{:.2f}", v); };
@@ -261,7 +263,7 @@ std::string render_loss_svg(const std::vector<LossPoint>& points, const std::str
   s << "<text x=\"" << (c.x0 + c.x1) / 2 << "\" y=\"" << c.height - 12 << "\" text-anchor=\"middle\" "
     << "font-size=\"12\">step</text>\n";
   s << "<text x=\"18\" y=\"" << (c.y0 + c.y1) / 2 << "\" text-anchor=\"middle\" font-size=\"12\" "
-    << "transform=\"rotate(-90 18 " << (c.y0 + c.y1) / 2 << ")\">loss</text>\n";
+    << "transform=\"rotate(-90 18 " << (c.y0 + c.y1) / 2 << ")\">" << xml_escape(ylabel) << "</text>\n";
   // Legend, upper right as matplotlib's "best" usually lands for a falling loss.
   double lx = c.x1 - 110, ly = c.y0 + 10;
   s << "<rect x=\"" << lx << "\" y=\"" << ly << "\" width=\"100\" height=\"40\" fill=\"white\" stroke=\"#cccccc\"/>\n"
@@ -275,7 +277,8 @@ std::string render_loss_svg(const std::vector<LossPoint>& points, const std::str
   return s.str();
 }
 
-Image render_loss_image(const std::vector<LossPoint>& points, const std::string& title, int width, int height) {
+Image render_loss_image(const std::vector<LossPoint>& points, const std::string& title, int width, int height,
+                        const std::string& ylabel) {
   ZLORA_REQUIRE(width >= 200 && height >= 150, "plot size {}x{} is too small (at least 200x150)", width, height);
   Chart c = make_chart(points, width, height);
   Canvas cv;
@@ -304,7 +307,7 @@ Image render_loss_image(const std::vector<LossPoint>& points, const std::string&
   cv.line(c.x0, c.y0, c.x0, c.y1, black, 1, 1);
   cv.line(c.x1, c.y0, c.x1, c.y1, black, 1, 1);
   cv.text(int((c.x0 + c.x1) / 2), height - 20, "step", 1, 1, black);
-  cv.text(8, int((c.y0 + c.y1) / 2) - 3, "loss", 1, 0, black);
+  cv.text(8, int((c.y0 + c.y1) / 2) - 3, ylabel, 1, 0, black);
   // Legend.
   int lx = int(c.x1) - 100, ly = int(c.y0) + 10;
   for (int y = ly; y < ly + 34; ++y)
@@ -339,15 +342,15 @@ void write_png(const std::filesystem::path& path, const Image& image) {
 #endif
 }
 
-PlotFiles plot_loss(const std::filesystem::path& output_dir, const std::string& title_dir) {
-  std::vector<LossPoint> points = read_loss_points(output_dir);
-  std::string title = "training loss of " + (title_dir.empty() ? output_dir.string() : title_dir);
+PlotFiles plot_loss(const std::filesystem::path& output_dir, const std::string& title_dir, const std::string& key) {
+  std::vector<LossPoint> points = read_loss_points(output_dir, key);
+  std::string title = "training " + key + " of " + (title_dir.empty() ? output_dir.string() : title_dir);
   PlotFiles files;
-  files.svg = output_dir / "training_loss.svg";
-  fs::write_file_atomic(files.svg, render_loss_svg(points, title));
+  files.svg = output_dir / ("training_" + key + ".svg");
+  fs::write_file_atomic(files.svg, render_loss_svg(points, title, key));
   if (png_supported()) {
-    files.png = output_dir / "training_loss.png";
-    write_png(files.png, render_loss_image(points, title));
+    files.png = output_dir / ("training_" + key + ".png");
+    write_png(files.png, render_loss_image(points, title, 640, 480, key));
   }
   return files;
 }

@@ -12,6 +12,7 @@
 #include "zlora/core/fs.h"
 #include "zlora/core/log.h"
 #include "zlora/core/sha256.h"
+#include "zlora/data/split.h"
 #include "zlora/dist/mpi_runtime.h"
 #include "zlora/train/checkpoint_state.h"
 #include "zlora/train/sampler.h"
@@ -88,9 +89,38 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   // ---- 2. the token store
   if (!c.data.tokenized_path) fail("internal: the token store path was not resolved before training");
   store_ = std::make_unique<data::TokenStore>(*c.data.tokenized_path);
-  const int64_t n_samples = static_cast<int64_t>(store_->size());
-  ZLORA_REQUIRE(n_samples > 0, "the token store {} holds no samples", store_->path().string());
-  lengths_ = store_->lengths();
+  const int64_t n_stored = static_cast<int64_t>(store_->size());
+  ZLORA_REQUIRE(n_stored > 0, "the token store {} holds no samples", store_->path().string());
+  const std::vector<int64_t> stored_lengths = store_->lengths();
+  std::vector<int64_t> loss_tokens = count_loss_tokens(*store_);
+  if (c.data.val_size > 0) {
+    // LLaMA-Factory's split: the same held-out samples, the rest trained on in the split's order.
+    data::TrainTestSplit split =
+        data::train_test_split(n_stored, c.data.val_size, static_cast<uint64_t>(c.training.seed));
+    train_index_ = std::move(split.train);
+    eval_index_ = std::move(split.test);
+    eval_source_ = store_.get();
+    std::vector<int64_t> kept;
+    for (int64_t i : train_index_) {
+      lengths_.push_back(stored_lengths[static_cast<size_t>(i)]);
+      kept.push_back(loss_tokens[static_cast<size_t>(i)]);
+    }
+    loss_tokens = std::move(kept);
+    log::info("val_size {}: {} samples held out for evaluation, {} to train on", c.data.val_size, eval_index_.size(),
+              train_index_.size());
+  } else {
+    lengths_ = stored_lengths;
+  }
+  if (c.data.eval_tokenized_path) {
+    eval_store_ = std::make_unique<data::TokenStore>(*c.data.eval_tokenized_path);
+    ZLORA_REQUIRE(eval_store_->size() > 0, "the evaluation store {} (eval_dataset) holds no samples",
+                  eval_store_->path().string());
+    eval_index_.resize(eval_store_->size());
+    for (size_t i = 0; i < eval_index_.size(); ++i) eval_index_[i] = static_cast<int64_t>(i);
+    eval_source_ = eval_store_.get();
+    log::info("eval_dataset: {} samples in {}", eval_index_.size(), eval_store_->path().string());
+  }
+  const int64_t n_samples = static_cast<int64_t>(lengths_.size());
 
   // ---- 3. frozen base weights
   const stdfs::path model_dir = c.model.model_name_or_path;
@@ -98,12 +128,14 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   if (const std::string w = model::cutoff_len_warning(mcfg_, c.data.cutoff_len, (model_dir / "config.json").string());
       !w.empty())
     log::warn("{}", w);
-  if (stdfs::exists(model_dir / "tokenizer.json"))
-    store_->require_compatible(sha256_file((model_dir / "tokenizer.json").string()),
-                               c.data.template_name.value_or(store_->meta().template_name));
-  else
+  if (stdfs::exists(model_dir / "tokenizer.json")) {
+    const std::string tokenizer_sha = sha256_file((model_dir / "tokenizer.json").string());
+    for (const data::TokenStore* s : {store_.get(), eval_store_.get()})
+      if (s) s->require_compatible(tokenizer_sha, c.data.template_name.value_or(s->meta().template_name));
+  } else {
     log::warn("{} has no tokenizer.json: cannot check that the token store was made with the model's tokenizer",
               model_dir.string());
+  }
   const int64_t micro_batch_tokens =
       resolve_micro_batch_tokens(c.dist.micro_batch_tokens, c.training.per_device_train_batch_size, c.data.cutoff_len);
   {
@@ -197,12 +229,16 @@ SftRecipe::SftRecipe(const config::Resolved<config::TrainConfig>& resolved, dist
   po.steps_per_epoch = counts_.steps_per_epoch;
   shuffle_ = !c.training.disable_shuffling;
   seed_ = c.training.seed;
-  planner_ = std::make_unique<StepPlanner>(lengths_, count_loss_tokens(*store_), po,
+  planner_ = std::make_unique<StepPlanner>(lengths_, std::move(loss_tokens), po,
                                            [n_samples, seed = seed_, shuffle = shuffle_](long long epoch) {
                                              return epoch_order(n_samples, seed, epoch, shuffle);
                                            });
   log::info("{} samples, {} optimizer steps ({} per epoch), global batch {}, micro-batch budget {} tokens", n_samples,
             counts_.total_steps, counts_.steps_per_epoch, counts_.global_batch, po.micro_batch_tokens);
+  if (c.training.eval_strategy == "steps")
+    eval_steps_ =
+        resolve_interval(c.training.eval_steps.value_or(c.training.logging_steps), counts_.total_steps, "eval_steps");
+  eval_each_epoch_ = c.training.eval_strategy == "epoch";
 
   // ---- 7. output dir: what it holds must be this run's (rank 0 checks, all wait)
   if (rank_ == 0) {
@@ -312,6 +348,13 @@ void SftRecipe::resume() {
     gen_at_boundary_ = generator_state(gen_);
     resumed_state = TrainerState::read(info.dir / ckpt::kTrainerStateName);
     global_step_ = saved_step_ = resumed_state->global_step;
+    // A preemption during the evaluation of this step saved it without the evaluation: redo it first.
+    if (eval_due()) {
+      bool logged = false;
+      for (const auto& entry : resumed_state->log_history)
+        logged = logged || (entry.contains("eval_loss") && entry.value("step", -1LL) == global_step_);
+      eval_pending_ = !logged;
+    }
     log::info("resumed from {} at step {} (saved at world size {}, now {})", info.dir.string(), info.step(),
               info.world_size(), world_);
   }
@@ -327,6 +370,9 @@ void SftRecipe::resume() {
     lo.world_size = world_;
     lo.peak_flops = peak_flops_;
     lo.plot_loss = c_.training.plot_loss;
+    if (c_.training.report_to_tensorboard())
+      lo.tensorboard_dir =
+          c_.training.logging_dir ? stdfs::path(*c_.training.logging_dir) : default_logging_dir(output_dir_);
     logger_ = std::make_unique<RunLogger>(lo, now_s(), resumed_state ? &*resumed_state : nullptr, resumed_logger);
   }
 }
@@ -338,8 +384,17 @@ bool SftRecipe::agree_preempted(bool at_step_boundary) { return ckpt::agree_pree
 std::vector<model::PackedBatch> SftRecipe::read_step(const StepPlan& plan) const {
   // Empty micro-batches stay empty: ZeRO-3 runs `dummy_` for them.
   std::vector<model::PackedBatch> out(plan.micro_batches.size());
-  for (size_t i = 0; i < out.size(); ++i)
-    if (!plan.micro_batches[i].empty()) out[i] = read_batch(*store_, plan.micro_batches[i].samples);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const std::vector<int64_t>& samples = plan.micro_batches[i].samples;
+    if (samples.empty()) continue;
+    if (train_index_.empty()) {
+      out[i] = read_batch(*store_, samples);
+    } else {
+      std::vector<int64_t> stored;
+      for (int64_t k : samples) stored.push_back(train_index_[static_cast<size_t>(k)]);
+      out[i] = read_batch(*store_, stored);
+    }
+  }
   return out;
 }
 
@@ -452,6 +507,78 @@ StepResult SftRecipe::train_step() {
   return r;
 }
 
+// ---- evaluate ----------------------------------------------------------------------------------
+
+bool SftRecipe::eval_due() const {
+  if (global_step_ == 0 || !eval_source_) return false;
+  if (eval_steps_ > 0 && global_step_ % eval_steps_ == 0) return true;
+  return eval_each_epoch_ && (global_step_ % counts_.steps_per_epoch == 0 || global_step_ == counts_.total_steps);
+}
+
+std::optional<EvalResults> SftRecipe::run_eval(bool interruptible) {
+  const double t0 = now_s();
+  // Round r takes samples [r*W*B, (r+1)*W*B) of the eval order, B per rank: every rank runs the same
+  // number of rounds (ZeRO-3 gathers each layer in every forward, so a rank without samples runs the
+  // 2-token dummy batch; the other stages skip it).
+  const int64_t n = static_cast<int64_t>(eval_index_.size());
+  const int64_t per_rank = c_.training.per_device_eval_batch_size;
+  const int64_t per_round = per_rank * world_;
+  const int64_t rounds = (n + per_round - 1) / per_round;
+  model::ForwardOptions fo;  // no dropout, no NEFTune: the adapter as it is
+  fo.training = false;
+  fo.attention = fwd_.attention;
+  fo.loss_chunk_tokens = fwd_.loss_chunk_tokens;
+  // [sum of target cross-entropies, number of targets] on this rank, then over all ranks.
+  at::Tensor acc = at::zeros({2}, at::TensorOptions().dtype(at::kDouble).device(device_));
+  if (rank_ == 0)
+    log::info("eval at step {}: evaluating {} samples, {} per rank per forward pass", global_step_, n, per_rank);
+  {
+    at::NoGradGuard no_grad;
+    for (int64_t round = 0; round < rounds; ++round) {
+      // A signal during a long evaluation should not wait for its end (a grace period may be short).
+      if (interruptible && agree_preempted(false)) return std::nullopt;
+      const int64_t begin = std::min(n, round * per_round + rank_ * per_rank);
+      const int64_t end = std::min(n, begin + per_rank);
+      if (begin == end) {
+        if (c_.dist.zero_stage == 3) (void)decoder_->loss(dummy_, fo);
+        continue;
+      }
+      const std::vector<int64_t> samples(eval_index_.begin() + begin, eval_index_.begin() + end);
+      const model::LossResult out = decoder_->loss(read_batch(*eval_source_, samples), fo);
+      acc[0] += out.sum.to(at::kDouble);
+      acc[1] += static_cast<double>(out.count);
+    }
+  }
+  comm_->all_reduce(acc, dist::ReduceOp::kSum)->wait();
+  const at::Tensor host = acc.cpu();
+  const double sum = host[0].item<double>(), count = host[1].item<double>();
+  ZLORA_REQUIRE(count > 0,
+                "the {} evaluation samples have no loss tokens (every label is masked); evaluation needs samples "
+                "with responses",
+                n);
+  EvalResults e;
+  e.eval_loss = sum / count;
+  e.eval_runtime = now_s() - t0;
+  e.num_samples = n;
+  e.num_steps = rounds;
+  e.loss_tokens = static_cast<long long>(count);
+  e.step = global_step_;
+  e.epoch = double(global_step_) / double(counts_.steps_per_epoch);
+  return e;
+}
+
+bool SftRecipe::evaluate() {
+  std::optional<EvalResults> e = run_eval(/*interruptible=*/true);
+  if (!e) {
+    log::warn("evaluation at step {} stopped by a preemption signal; a resumed run redoes it", global_step_);
+    return false;
+  }
+  eval_pending_ = false;
+  if (rank_ == 0) logger_->on_eval(*e, now_s());
+  last_eval_ = e;
+  return true;
+}
+
 // ---- log, save ---------------------------------------------------------------------------------
 
 void SftRecipe::log(const StepResult& step) {
@@ -556,6 +683,19 @@ void SftRecipe::finish() {
     }
     log::info("done: {} steps, train_loss {:.4f}, {:.1f} s; adapter in {}", global_step_, res.train_loss,
               res.train_runtime, output_dir_.string());
+  }
+  // do_eval: LLaMA-Factory evaluates after saving the model and plotting. An evaluation of this very step
+  // (eval_strategy) already measured the final adapter.
+  if (c_.training.do_eval && eval_source_) {
+    // Not stopped by a signal: the adapter is saved and the job ends right after it.
+    const bool reuse = last_eval_ && last_eval_->step == global_step_;
+    const std::optional<EvalResults> e = reuse ? last_eval_ : run_eval(/*interruptible=*/false);
+    if (rank_ == 0) {
+      if (!reuse) logger_->on_eval(*e, now_s());
+      logger_->write_eval_results(*e);
+      log::info("eval_loss {:.4f} ({} samples); eval_results.json in {}", e->eval_loss, e->num_samples,
+                output_dir_.string());
+    }
   }
   comm_->barrier()->wait();
 }

@@ -75,6 +75,14 @@ class SftRecipe {
   // is no longer finite.
   void log(const StepResult& step);
 
+  // Evaluation (eval_strategy): whether the step just finished is an evaluation point.
+  bool eval_due() const;
+  // Whether the checkpoint this run resumed from lost its step's evaluation to a preemption.
+  bool eval_pending() const { return eval_pending_; }
+  // Evaluates the adapter as it is on the eval samples and logs eval_loss (rank 0). Returns false when a
+  // rank was signalled meanwhile: the evaluation is dropped (a resumed run redoes it) and the caller stops.
+  bool evaluate();
+
   // At a step boundary: whether any rank was signalled (the agreement is the fault point step_boundary).
   bool preempted_at_boundary();
   bool save_due() const;
@@ -84,12 +92,16 @@ class SftRecipe {
   // exit code (ckpt::kExitPreempted).
   int stop_preempted(bool abandoned_step);
 
-  // The profile, the final adapter, train_results.json and the loss plot (rank 0).
+  // The profile, the final adapter, train_results.json and the loss plot (rank 0), then with do_eval the
+  // final evaluation (eval_results.json; not interrupted by signals: the adapter is already saved).
   void finish();
 
  private:
   bool agree_preempted(bool at_step_boundary);
   std::vector<model::PackedBatch> read_step(const StepPlan& plan) const;
+  // Collective: eval_loss over the eval samples, all ranks; nullopt when `interruptible` and a rank was
+  // signalled meanwhile (the ranks agree before each round).
+  std::optional<EvalResults> run_eval(bool interruptible);
   void run_micro_batch(const MicroBatch& mb, const model::PackedBatch& batch, double weight, at::Tensor& loss_acc);
   double update(double lr);  // reduce -> clip -> AdamW; the gradient norm to log
   // The communication model for this run with `micro_batches_per_step` micro-batches in each step.
@@ -110,7 +122,18 @@ class SftRecipe {
   std::unique_ptr<dist::Communicator> comm_;  // ZeRO's collectives (NCCL or MPI)
   // 2-4. data, frozen weights, LoRA
   std::unique_ptr<data::TokenStore> store_;
+  // The training samples: planner sample k is store sample train_index_[k] (val_size holds some out;
+  // empty: every sample, k itself). lengths_ is indexed by k.
+  std::vector<int64_t> train_index_;
   std::vector<int64_t> lengths_;
+  // Evaluation samples (val_size: held out of store_; eval_dataset: eval_store_), in evaluation order.
+  std::unique_ptr<data::TokenStore> eval_store_;
+  const data::TokenStore* eval_source_ = nullptr;
+  std::vector<int64_t> eval_index_;
+  long long eval_steps_ = 0;              // eval_strategy steps: every N steps; 0: not by steps
+  bool eval_each_epoch_ = false;          // eval_strategy epoch
+  bool eval_pending_ = false;             // resumed at a step whose evaluation did not finish
+  std::optional<EvalResults> last_eval_;  // the newest evaluation (rank 0 logs it; reused at the end)
   model::ModelConfig mcfg_;
   std::unique_ptr<model::SafetensorsModel> st_;
   std::unique_ptr<model::WeightStore> weights_;

@@ -7,7 +7,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+#include <algorithm>
+
+#include <chrono>
 #include <cmath>
+#include <ctime>
 
 namespace zlora::train {
 
@@ -36,7 +41,22 @@ bool prepare_log(const std::filesystem::path& output_dir, const TrainerState* re
   return false;
 }
 
+double wall_time() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 }  // namespace
+
+std::filesystem::path default_logging_dir(const std::filesystem::path& output_dir) {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char stamp[64];
+  std::strftime(stamp, sizeof(stamp), "%b%d_%H-%M-%S", &tm);  // HF: datetime.now().strftime("%b%d_%H-%M-%S")
+  char host[256] = "localhost";
+  ::gethostname(host, sizeof(host) - 1);
+  return output_dir / "runs" / (std::string(stamp) + "_" + host);
+}
 
 RunLogger::RunLogger(RunLoggerOptions options, double now, const TrainerState* resumed,
                      const std::string& resumed_logger_state)
@@ -66,6 +86,10 @@ RunLogger::RunLogger(RunLoggerOptions options, double now, const TrainerState* r
   state_.train_batch_size = opt_.per_device_batch;
   state_.global_step = metrics_.global_step();
   state_.epoch = double(state_.global_step) / double(opt_.steps_per_epoch);
+  if (opt_.tensorboard_dir) {
+    tensorboard_ = std::make_unique<TensorBoardWriter>(*opt_.tensorboard_dir, wall_time());
+    log::info("TensorBoard: {}", tensorboard_->path().string());
+  }
 }
 
 std::optional<LogRecord> RunLogger::on_step(const StepStats& stats, double now, std::optional<double> vram_allocated,
@@ -87,10 +111,44 @@ std::optional<LogRecord> RunLogger::on_step(const StepStats& stats, double now, 
   r.vram_reserved_gib = vram_reserved;
   log_file_.append(log_line(r));
   state_.log_history.push_back(log_history_entry(r));
+  if (tensorboard_) {
+    // HF's TensorBoardCallback tags (rewrite_logs: "train/" + key), plus zlora's throughput.
+    const double wt = wall_time();
+    tensorboard_->scalar("train/loss", r.loss, r.current_steps, wt);
+    tensorboard_->scalar("train/learning_rate", r.lr, r.current_steps, wt);
+    tensorboard_->scalar("train/grad_norm", r.grad_norm, r.current_steps, wt);
+    tensorboard_->scalar("train/epoch", r.epoch, r.current_steps, wt);
+    tensorboard_->scalar("train/tokens_per_second", r.tokens_per_s, r.current_steps, wt);
+    if (r.mfu) tensorboard_->scalar("train/mfu", *r.mfu, r.current_steps, wt);
+    tensorboard_->flush();
+  }
   progress_.clear();
   if (opt_.console) log::info("{}", format_log_line(r));
   progress_.update(r.current_steps, r.total_steps, r.loss, r.elapsed_s, r.remaining_s);
   return r;
+}
+
+void RunLogger::on_eval(const EvalResults& e, double now) {
+  const double elapsed = metrics_.elapsed(now);
+  const long long run_steps = std::max<long long>(metrics_.run_steps(), 1);
+  const double remaining = elapsed / double(run_steps) * double(opt_.total_steps - state_.global_step);
+  log_file_.append(eval_log_line(e, opt_.total_steps, elapsed, remaining));
+  state_.log_history.push_back(eval_history_entry(e));
+  if (tensorboard_) {
+    const double wt = wall_time();  // HF: eval_loss -> eval/loss, eval_runtime -> eval/runtime, ...
+    tensorboard_->scalar("eval/loss", e.eval_loss, e.step, wt);
+    tensorboard_->scalar("eval/runtime", e.eval_runtime, e.step, wt);
+    tensorboard_->flush();
+  }
+  progress_.clear();
+  if (opt_.console)
+    log::info("eval at step {}: eval_loss {:.4f} over {} samples ({} loss tokens) in {:.2f} s", e.step, e.eval_loss,
+              e.num_samples, e.loss_tokens, e.eval_runtime);
+}
+
+void RunLogger::write_eval_results(const EvalResults& e) {
+  train::write_eval_results(opt_.output_dir, e);
+  state_.write(opt_.output_dir / "trainer_state.json");
 }
 
 std::string RunLogger::logger_state() const {
@@ -134,13 +192,17 @@ TrainResults RunLogger::finish(double now, const nlohmann::json& run_facts) {
   write_train_results(opt_.output_dir, res);
   state_.write(opt_.output_dir / "trainer_state.json");
   if (opt_.plot_loss) {
-    try {
-      PlotFiles files = plot_loss(opt_.output_dir);
-      log::info("Figure saved at: {}", files.svg.string());
-      if (!files.png.empty()) log::info("Figure saved at: {}", files.png.string());
-    } catch (const Error& e) {
-      // As LLaMA-Factory's "No metric loss to plot.": a run too short to log is not an error.
-      log::warn("loss plot skipped: {}", e.what());
+    // LLaMA-Factory plots keys ["loss", "eval_loss"], one figure each (training_<key>.png).
+    for (const char* key : {"loss", "eval_loss"}) {
+      try {
+        PlotFiles files = plot_loss(opt_.output_dir, "", key);
+        log::info("Figure saved at: {}", files.svg.string());
+        if (!files.png.empty()) log::info("Figure saved at: {}", files.png.string());
+      } catch (const Error& e) {
+        // As LLaMA-Factory's "No metric loss to plot.": a run too short to log is not an error, and a run
+        // without evaluation has no eval_loss.
+        if (std::string(key) == "loss") log::warn("loss plot skipped: {}", e.what());
+      }
     }
   }
   return res;

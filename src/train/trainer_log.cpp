@@ -164,10 +164,37 @@ json TrainResults::to_json() const {
   return j;
 }
 
-void write_train_results(const std::filesystem::path& output_dir, const TrainResults& results) {
-  json metrics = results.to_json();
-  fs::write_file_atomic(output_dir / "train_results.json", metrics.dump(4) + "\n");
-  // HF's save_metrics(combined=True): all_results.json accumulates every split's metrics.
+json EvalResults::to_json() const {
+  json j;
+  j["epoch"] = epoch;
+  j["eval_loss"] = eval_loss;
+  j["eval_runtime"] = round_to(eval_runtime, 4);
+  j["eval_samples_per_second"] = eval_runtime > 0 ? round_to(double(num_samples) / eval_runtime, 3) : 0.0;
+  j["eval_steps_per_second"] = eval_runtime > 0 ? round_to(double(num_steps) / eval_runtime, 3) : 0.0;
+  return j;
+}
+
+json eval_history_entry(const EvalResults& e) {
+  json j = e.to_json();
+  j["step"] = e.step;
+  return j;
+}
+
+json eval_log_line(const EvalResults& e, long long total_steps, double elapsed_s, double remaining_s) {
+  json j;
+  j["current_steps"] = e.step;
+  j["total_steps"] = total_steps;
+  j["eval_loss"] = round_to(e.eval_loss, 4);
+  j["epoch"] = round_to(e.epoch, 2);
+  j["percentage"] = total_steps > 0 ? round_to(100.0 * double(e.step) / double(total_steps), 2) : 100.0;
+  j["elapsed_time"] = format_duration(elapsed_s);
+  j["remaining_time"] = format_duration(remaining_s);
+  return j;
+}
+
+namespace {
+// HF's save_metrics(combined=True): all_results.json accumulates every split's metrics.
+void merge_all_results(const std::filesystem::path& output_dir, const json& metrics) {
   json all = json::object();
   auto all_path = output_dir / "all_results.json";
   if (std::filesystem::exists(all_path)) {
@@ -176,6 +203,19 @@ void write_train_results(const std::filesystem::path& output_dir, const TrainRes
   }
   all.update(metrics);
   fs::write_file_atomic(all_path, all.dump(4) + "\n");
+}
+}  // namespace
+
+void write_eval_results(const std::filesystem::path& output_dir, const EvalResults& results) {
+  const json metrics = results.to_json();
+  fs::write_file_atomic(output_dir / "eval_results.json", metrics.dump(4) + "\n");
+  merge_all_results(output_dir, metrics);
+}
+
+void write_train_results(const std::filesystem::path& output_dir, const TrainResults& results) {
+  json metrics = results.to_json();
+  fs::write_file_atomic(output_dir / "train_results.json", metrics.dump(4) + "\n");
+  merge_all_results(output_dir, metrics);
 }
 
 std::string format_log_line(const LogRecord& r) {

@@ -1,8 +1,11 @@
 // Config loading: YAML + flags + DeepSpeed JSON, LLaMA-Factory forms, and error messages.
 #include "test_data_util.h"
+#include "zlora/config/foreign.h"
 #include "zlora/config/load.h"
 #include "zlora/core/error.h"
+#include "zlora/core/text.h"
 
+#include <map>
 #include <regex>
 
 using namespace zlora;
@@ -133,6 +136,12 @@ TEST(Config, WrongTypeAndRangeAndChoiceErrors) {
   msg = error_of([&] { load_train_config({"--model_name_or_path", "m"}); });
   EXPECT_NE(msg.find("no training data"), std::string::npos) << msg;
   msg = error_of([&] { load_train_config(with_base({"--stage", "dpo"})); });
+  EXPECT_NE(msg.find("option 'stage' (flag --stage) is 'dpo': pre-training, reward modelling and the preference/RL "
+                     "stages (LLaMA-Factory's pt, rm, ppo, dpo, kto) is a LLaMA-Factory feature zlora does not "
+                     "support; valid values here: sft"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] { load_train_config(with_base({"--stage", "sfx"})); });
   EXPECT_NE(msg.find("valid values: sft"), std::string::npos) << msg;
   msg = error_of([&] { load_train_config(with_base({"--offload_optimizer", "cpu"})); });
   EXPECT_NE(msg.find("needs zero_stage 1, 2 or 3"), std::string::npos) << msg;
@@ -337,4 +346,145 @@ TEST(Config, ShippedConfigsLoad) {
     }
   }
   EXPECT_GE(n, 10);
+}
+
+// LLaMA-Factory's own example YAMLs (tests/config/llamafactory/README.md): each loads, or is refused as
+// a LLaMA-Factory feature zlora does not support; none meets "unknown option".
+TEST(Config, LlamaFactoryExamplesLoadOrNameTheFeature) {
+  const auto dir = zlora::test::source_dir() / "tests" / "config" / "llamafactory";
+  // The examples zlora runs as they are (train, export, generate), and the feature each other one needs.
+  const std::map<std::string, std::string> refused = {
+      {"train_lora_qwen3_lora_dpo.yaml", "option 'stage'"},
+      {"train_lora_qwen3_lora_kto.yaml", "option 'stage'"},
+      {"train_lora_qwen3_lora_pretrain.yaml", "option 'stage'"},
+      {"train_lora_qwen3_lora_reward.yaml", "option 'stage'"},
+      {"train_full_qwen3_full_sft.yaml", "option 'finetuning_type'"},
+      {"extras_galore_llama3_full_sft.yaml", "option 'finetuning_type'"},
+      {"extras_badam_llama3_full_sft.yaml", "option 'finetuning_type'"},
+      {"extras_loraplus_llama3_lora_sft.yaml", "option 'loraplus_lr_ratio'"},
+      {"extras_pissa_llama3_lora_sft.yaml", "option 'pissa_init'"},
+      {"extras_fsdp_qlora_llama3_lora_sft.yaml", "option 'quantization_bit'"},
+      {"extras_nlg_eval_llama3_lora_predict.yaml", "option 'do_predict'"},
+      {"extras_mod_llama3_full_sft.yaml", "option 'finetuning_type'"},
+      {"extras_llama_pro_llama3_freeze_sft.yaml", "option 'finetuning_type'"},
+      {"extras_fp8_llama3_fp8_deepspeed_sft.yaml", "option 'finetuning_type'"},
+  };
+  int loaded = 0, checked = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".yaml") continue;
+    const std::string name = e.path().filename().string();
+    ++checked;
+    std::string msg;
+    std::vector<std::string> notes;
+    try {
+      if (zlora::text::starts_with(name, "merge_lora_")) {
+        notes = load_export_config({e.path().string()}).notes;
+      } else if (zlora::text::starts_with(name, "inference_")) {
+        notes = load_generate_config({e.path().string()}).notes;
+      } else {
+        notes = load_train_config({e.path().string()}).notes;
+      }
+    } catch (const Error& err) {
+      msg = err.what();
+    }
+    EXPECT_EQ(msg.find("unknown option"), std::string::npos) << name << ": " << msg;
+    auto it = refused.find(name);
+    if (it == refused.end()) {
+      EXPECT_EQ(msg, "") << name;
+      ++loaded;
+    } else {
+      EXPECT_NE(msg.find(it->second), std::string::npos) << name << ": " << msg;
+      EXPECT_NE(msg.find("a LLaMA-Factory feature zlora does not support"), std::string::npos) << name << ": " << msg;
+    }
+    if (name == "train_lora_qwen3_lora_sft.yaml") {
+      // dataloader_num_workers and save_only_model false: accepted, the first with one info line.
+      ASSERT_EQ(notes.size(), 1u) << zlora::text::join(notes, "\n");
+      EXPECT_NE(notes[0].find("option 'dataloader_num_workers'"), std::string::npos) << notes[0];
+      EXPECT_NE(notes[0].find("is accepted and has no effect: zlora reads batches from its prepared HDF5"),
+                std::string::npos)
+          << notes[0];
+    }
+  }
+  EXPECT_EQ(checked, 17);
+  EXPECT_EQ(loaded, 3);  // the LoRA SFT example, its merge and its inference
+}
+
+TEST(Config, ForeignOptionsAreNotedOrRefusedOnlyWhenOn) {
+  // Ignored whatever the value: one note each, naming where it was set.
+  auto r = load_train_config(with_base({"--dataloader_pin_memory", "true", "--ddp_find_unused_parameters", "false"}));
+  ASSERT_EQ(r.notes.size(), 2u);
+  EXPECT_NE(r.notes[0].find("option 'dataloader_pin_memory' (flag --dataloader_pin_memory) is accepted"),
+            std::string::npos)
+      << r.notes[0];
+  // Unsupported but off (LLaMA-Factory's examples spell these out): silent.
+  r = load_train_config(
+      with_base({"--quantization_bit", "null", "--use_dora", "false", "--packing", "False", "--mix_strategy", "concat",
+                 "--double_quantization", "true", "--save_only_model", "false", "--infer_backend", "huggingface"}));
+  EXPECT_TRUE(r.notes.empty()) << zlora::text::join(r.notes, "\n");
+  // Switched on: refused, naming the option, where, the feature and how to turn it off.
+  std::string msg = error_of([&] { load_train_config(with_base({"--quantization_bit", "4"})); });
+  EXPECT_NE(msg.find("option 'quantization_bit' (flag --quantization_bit) is 4: quantized base weights"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("is a LLaMA-Factory feature zlora does not support. Remove the option (or set it to null/false)"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] { load_train_config(with_base({"--mix_strategy", "interleave_under"})); });
+  EXPECT_NE(msg.find("or set it to null/false or concat"), std::string::npos) << msg;
+  // Names that used to get a wrong suggestion.
+  msg = error_of([&] { load_train_config(with_base({"--local_rank", "0"})); });
+  EXPECT_EQ(msg, "");
+  msg = error_of([&] { load_train_config(with_base({"--finetuning_type", "freeze"})); });
+  EXPECT_NE(msg.find("full-parameter, freeze and OFT tuning is a LLaMA-Factory feature"), std::string::npos) << msg;
+  // A real typo still gets "unknown option" with a suggestion.
+  msg = error_of([&] { load_train_config(with_base({"--dataloader_num_worker", "2"})); });
+  EXPECT_NE(msg.find("unknown option 'dataloader_num_worker'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean"), std::string::npos) << msg;
+  // Every table entry is unbound by every schema (one place per option).
+  for (const auto& o : foreign_options()) {
+    const std::string n(o.name);
+    EXPECT_EQ(train_schema().find(n), nullptr) << n;
+    EXPECT_EQ(export_schema().find(n), nullptr) << n;
+    EXPECT_EQ(generate_schema().find(n), nullptr) << n;
+    EXPECT_EQ(prepare_schema().find(n), nullptr) << n;
+    EXPECT_FALSE(o.why.empty()) << n;
+  }
+}
+
+TEST(Config, TransformersNamesMapOntoZlorasOptions) {
+  auto r = load_train_config(with_base({"--use_cpu", "true", "--ddp_backend", "mpi"}));
+  EXPECT_EQ(r.cfg.training.device, "cpu");
+  EXPECT_EQ(r.cfg.dist.comm, "mpi");
+  std::string msg = error_of([&] { load_train_config(with_base({"--ddp_backend", "gloo"})); });
+  EXPECT_NE(msg.find("PyTorch's gloo"), std::string::npos) << msg;
+  msg = error_of([&] { load_train_config(with_base({"--ddp_backend", "nccl", "--comm", "mpi"})); });
+  EXPECT_NE(msg.find("ddp_backend nccl (flag --ddp_backend) and comm mpi (flag --comm) disagree"), std::string::npos)
+      << msg;
+  msg = error_of([&] { load_train_config(with_base({"--use_cpu", "true", "--device", "cuda"})); });
+  EXPECT_NE(msg.find("use_cpu is true"), std::string::npos) << msg;
+}
+
+TEST(Config, EvaluationOptionsFollowLlamaFactoryAndHf) {
+  // eval_strategy other than no sets do_eval (HF); eval_steps stays unset (logging_steps at run time).
+  auto r = load_train_config(with_base({"--val_size", "0.1", "--eval_strategy", "steps"}));
+  EXPECT_TRUE(r.cfg.training.do_eval);
+  EXPECT_FALSE(r.cfg.training.eval_steps.has_value());
+  EXPECT_TRUE(r.warnings.empty());
+  std::string msg = error_of([&] { load_train_config(with_base({"--val_size", "0.1", "--eval_dataset", "e"})); });
+  EXPECT_NE(msg.find("val_size 0.1 (flag --val_size) and eval_dataset e (flag --eval_dataset) are both set"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] { load_train_config(with_base({"--eval_strategy", "steps"})); });
+  EXPECT_NE(msg.find("eval_strategy is steps (flag --eval_strategy) but there is no evaluation data"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] { load_train_config(with_base({"--do_eval", "true"})); });
+  EXPECT_NE(msg.find("do_eval is true (flag --do_eval) but there is no evaluation data"), std::string::npos) << msg;
+  msg = error_of([&] { load_train_config(with_base({"--val_size", "2.5"})); });
+  EXPECT_NE(msg.find("must be a fraction of the samples (at most 1) or a whole number"), std::string::npos) << msg;
+  msg = error_of([&] { load_train_config(with_base({"--eval_strategy", "step"})); });
+  EXPECT_NE(msg.find("did you mean 'steps'?"), std::string::npos) << msg;
+  r = load_train_config(with_base({"--val_size", "100"}));
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_NE(r.warnings[0].find("val_size is set but nothing evaluates on it"), std::string::npos) << r.warnings[0];
 }

@@ -15,6 +15,7 @@
 #include "zlora/core/error.h"
 #include "zlora/data/template.h"
 #include "zlora/data/tokenizer.h"
+#include "zlora/export/chat_template.h"
 #include "zlora/export/generate.h"
 #include "zlora/export/merge.h"
 #include "zlora/export/modelfile.h"
@@ -145,52 +146,10 @@ std::vector<std::string> dir_entries(const stdfs::path& dir) {
   return names;
 }
 
-// GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to U+0100 onwards.
-std::vector<std::string> byte_chars() {
-  auto utf8 = [](uint32_t cp) {
-    std::string s;
-    if (cp < 0x80) {
-      s.push_back(char(cp));
-    } else {
-      s.push_back(char(0xC0 | (cp >> 6)));
-      s.push_back(char(0x80 | (cp & 0x3F)));
-    }
-    return s;
-  };
-  std::vector<std::string> out(256);
-  std::vector<bool> direct(256, false);
-  for (int b = '!'; b <= '~'; ++b) direct[b] = true;
-  for (int b = 0xA1; b <= 0xAC; ++b) direct[b] = true;
-  for (int b = 0xAE; b <= 0xFF; ++b) direct[b] = true;
-  uint32_t next = 256;
-  for (int b = 0; b < 256; ++b) out[b] = utf8(direct[b] ? uint32_t(b) : next++);
-  return out;
-}
-
 // A byte-level tokenizer (no merges) with Qwen's chat tokens, and its tokenizer_config.json.
 void write_tiny_tokenizer(const stdfs::path& dir) {
-  json vocab = json::object();
-  auto chars = byte_chars();
-  for (int b = 0; b < 256; ++b) vocab[chars[b]] = b;
-  json added = json::array();
-  int id = 256;
-  for (const char* t : {"<|endoftext|>", "<|im_start|>", "<|im_end|>"})
-    added.push_back({{"id", id++},
-                     {"content", t},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-  json tok = {
-      {"version", "1.0"},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer",
-       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
-      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
-  zlora::test::write_file(dir / "tokenizer.json", tok.dump());
+  zlora::test::write_file(dir / "tokenizer.json",
+                          zlora::test::byte_level_tokenizer_json({"<|endoftext|>", "<|im_start|>", "<|im_end|>"}));
   zlora::test::write_file(dir / "tokenizer_config.json", json({{"eos_token", "<|endoftext|>"},
                                                                {"pad_token", "<|endoftext|>"},
                                                                {"padding_side", "right"},
@@ -249,10 +208,15 @@ TEST(Export, MergedLogitsEqualBasePlusAdapter) {
 
 // Without --template, the export takes the template from the record of the run that trained the adapter
 // (output_dir/zlora_run.json, also for one of its checkpoint-STEP adapters); with neither, it writes no
-// Modelfile and says so; adapters trained with different templates need --template.
+// Modelfile and says so; adapters trained with different templates need --template. The tokenizer's
+// chat_template (it has none) is the one generated from that same template, or left as is without one.
 TEST(Export, TemplateComesFromTheTrainingRunWhenNotGiven) {
   TempDir tmp;
   auto cfg = write_tiny_model(tmp / "base", /*tie=*/false, 1);
+  write_tiny_tokenizer(tmp / "base");
+  auto chat_template = [&](const std::string& dir) {
+    return json::parse(zlora::test::read_file(tmp / dir / "tokenizer_config.json")).value("chat_template", "");
+  };
   write_adapter(tmp / "run/checkpoint-2", cfg, 4, 8.0, {"all"}, 7);
   write_adapter(tmp / "plain", cfg, 4, 8.0, {"all"}, 8);
   zlora::ckpt::RunDescriptor run;
@@ -264,17 +228,21 @@ TEST(Export, TemplateComesFromTheTrainingRunWhenNotGiven) {
   o.template_name.reset();
   ze::export_merged(o);
   const std::string modelfile = zlora::test::read_file(tmp / "out/Modelfile");
-  EXPECT_NE(modelfile.find("<|start_header_id|>"), std::string::npos) << modelfile;  // llama3's, not qwen's
-  o.template_name = "qwen";                                                          // --template wins
+  EXPECT_NE(modelfile.find("<|start_header_id|>"), std::string::npos) << modelfile;          // llama3's, not qwen's
+  EXPECT_EQ(chat_template("out").rfind("{% if messages[0]['role'] == 'system' %}", 0), 0u);  // no bos, no default
+  EXPECT_NE(chat_template("out").find("'<|start_header_id|>user<|end_header_id|>\n\n' + content"), std::string::npos);
+  o.template_name = "qwen";  // --template wins
   o.export_dir = tmp / "out-qwen";
   ze::export_merged(o);
   EXPECT_NE(zlora::test::read_file(tmp / "out-qwen/Modelfile").find("<|im_start|>"), std::string::npos);
+  EXPECT_EQ(chat_template("out-qwen").rfind("{% set system_message = 'You are Qwen, created by Alibaba Cloud.", 0), 0u);
 
   o = options(tmp / "base", {tmp / "plain"}, tmp / "out-plain");
   o.template_name.reset();
   ze::export_merged(o);
   EXPECT_FALSE(stdfs::exists(tmp / "out-plain/Modelfile"));
   EXPECT_TRUE(stdfs::exists(tmp / "out-plain/config.json"));
+  EXPECT_FALSE(json::parse(zlora::test::read_file(tmp / "out-plain/tokenizer_config.json")).contains("chat_template"));
 
   write_adapter(tmp / "other/a", cfg, 4, 8.0, {"all"}, 9);
   run.template_name = "qwen";
@@ -492,6 +460,13 @@ TEST(Export, CopiesTokenizerFilesAndFixesEos) {
   EXPECT_EQ(tc["eos_token"], "<|im_end|>");  // qwen: replace_eos
   EXPECT_EQ(tc["padding_side"], "left");
   EXPECT_EQ(tc["model_max_length"], 128);
+  EXPECT_EQ(tc["pad_token"], "<|endoftext|>");
+  EXPECT_EQ(tc.size(), 5u);  // the four keys of the base, and the chat_template
+  // The tokenizer had no chat_template: LLaMA-Factory's, generated from qwen (test_chat_template.cpp has its text).
+  const auto& qwen = zlora::data::find_template("qwen");
+  EXPECT_EQ(tc["chat_template"],
+            ze::jinja_chat_template(
+                qwen, ze::jinja_tokens(qwen, ze::token_info(qwen, zlora::data::Tokenizer::load(tmp / "base")))));
   auto gen = json::parse(zlora::test::read_file(tmp / "out/generation_config.json"));
   EXPECT_EQ(gen["eos_token_id"], json({256, kImEnd}));  // the copied eos, plus the template's stop token
   EXPECT_EQ(gen["top_p"], 0.8);

@@ -55,9 +55,10 @@ int run_init_model(const Args& args, Session& session);
 // (data::kMadeByPrepare or kMadeByTrain) is recorded in the store.
 int prepare_store(const config::PrepareConfig& cfg, Session& session, const char* made_by);
 
-// Prints the configuration's warnings (ignored DeepSpeed keys, deprecated names, ...) once per job:
-// every rank loads the same configuration, so only the launcher's rank 0 prints them.
-void print_config_warnings(const std::vector<std::string>& warnings);
+// Prints the configuration's warnings (ignored DeepSpeed keys, deprecated names, ...) and notes
+// (LLaMA-Factory options accepted with no effect) once per job: every rank loads the same
+// configuration, so only the launcher's rank 0 prints them.
+void print_config_messages(const std::vector<std::string>& warnings, const std::vector<std::string>& notes);
 
 // True when `args` asks for help (-h / --help anywhere).
 bool wants_help(const Args& args);

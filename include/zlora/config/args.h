@@ -29,6 +29,11 @@ struct DataArgs {
   bool overwrite_cache = false;                        // rebuild the token store even if it exists
   std::optional<long long> preprocessing_num_workers;  // accepted; ranks tokenize in parallel instead
   bool streaming = false;                              // accepted only as false
+  bool enable_thinking = true;                         // reasoning templates: an empty thought on answers without one
+  // Evaluation data: a held-out fraction (or count) of `dataset`, or other datasets prepared alike.
+  double val_size = 0;
+  std::vector<std::string> eval_dataset;
+  std::optional<std::string> eval_tokenized_path;  // resolved by `zlora train` (not an option)
 };
 
 struct LoraArgs {
@@ -76,9 +81,21 @@ struct TrainingArgs {
   bool disable_gradient_checkpointing = false;    // LLaMA-Factory's switch (wins when set)
   std::string flash_attn = "auto";                // auto | disabled | sdpa | fa2
   long long ddp_timeout = 1800;                   // seconds a collective may wait before the job aborts
-  std::vector<std::string> report_to = {"none"};  // accepted: none
-  bool print_config = false;                      // print the resolved config and exit
-  std::string device = "auto";                    // auto | cpu | cuda
+  std::vector<std::string> report_to = {"none"};  // none | tensorboard (| all); others are warned about
+  std::optional<std::string> logging_dir;         // TensorBoard: unset = <output_dir>/runs/<time>_<host> (HF)
+  bool report_to_tensorboard() const {            // HF: "all" is every installed integration; here TensorBoard
+    for (const auto& r : report_to)
+      if (r == "tensorboard" || r == "all") return true;
+    return false;
+  }
+  bool print_config = false;    // print the resolved config and exit
+  std::string device = "auto";  // auto | cpu | cuda
+  bool use_cpu = false;         // transformers' name for device cpu
+  // Evaluation (HF TrainingArguments): do_eval becomes true when eval_strategy is not "no", as in HF.
+  bool do_eval = false;
+  std::string eval_strategy = "no";  // no | steps | epoch
+  std::optional<double> eval_steps;  // unset: logging_steps (HF); < 1: a ratio of the total steps
+  long long per_device_eval_batch_size = 8;
 };
 
 struct DistArgs {
@@ -87,6 +104,7 @@ struct DistArgs {
   std::optional<long long> train_batch_size;    // global batch; checked against the world size at start
   std::string offload_optimizer = "none";       // none | cpu
   std::string comm = "auto";                    // auto | nccl | mpi
+  std::optional<std::string> ddp_backend;       // transformers' name for comm (nccl | mpi)
   long long reduce_bucket_size = 500000000;     // elements per gradient bucket (DeepSpeed's default)
   long long allgather_bucket_size = 500000000;  // elements per parameter all-gather bucket
   long long stage3_prefetch_layers = 1;         // ZeRO-3: decoder layers gathered ahead of use

@@ -21,13 +21,15 @@ struct Assignment {
   Origin origin;
 };
 
-// A loaded configuration with, per key, where its value came from, and the warnings to print once.
+// A loaded configuration with, per key, where its value came from, and the warnings and notes to
+// print once per job.
 template <typename T>
 struct Resolved {
   T cfg;
   std::map<std::string, Origin> origins;
   std::vector<std::string> warnings;
-  std::string config_file;  // the YAML/JSON given as first argument, or ""
+  std::vector<std::string> notes;  // info lines: LLaMA-Factory options accepted with no effect here
+  std::string config_file;         // the YAML/JSON given as first argument, or ""
 };
 
 // Reads a YAML (or JSON) mapping of options. Errors name the file, line and column.

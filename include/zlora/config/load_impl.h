@@ -1,6 +1,7 @@
 // Template implementations for load.h (included at its end; not for direct use).
 #pragma once
 
+#include "zlora/config/foreign.h"
 #include "zlora/core/error.h"
 #include "zlora/core/text.h"
 
@@ -14,9 +15,19 @@ template <typename T>
 void apply(const Schema<T>& schema, Resolved<T>& out, const std::vector<Assignment>& assignments) {
   for (const auto& a : assignments) {
     const Field<T>* f = schema.find(a.key);
-    if (!f)
+    if (!f && find_foreign_option(a.key)) {
+      // A LLaMA-Factory / transformers name zlora has decided about (foreign.h): a note, or an error.
+      std::string note = foreign_option_note(*find_foreign_option(a.key), a.value, a.origin.where);
+      if (!note.empty()) out.notes.push_back(std::move(note));
+      continue;
+    }
+    if (!f) {
+      // Suggestions come from every name this command accepts, LLaMA-Factory's unbound ones included.
+      std::vector<std::string> names = schema.names();
+      for (const auto& o : foreign_options()) names.emplace_back(o.name);
       fail("unknown option '{}' ({}){}\n  `zlora {} --help` lists the options.", a.key, a.origin.where,
-           text::did_you_mean(a.key, schema.names()), schema.command());
+           text::did_you_mean(a.key, names), schema.command());
+    }
     if (a.from_sequence && f->kind != ValueKind::List)
       fail("option '{}' ({}) takes a single {} value, not a list", a.key, a.origin.where, kind_name(f->kind));
     f->apply(out.cfg, a.value, a.origin);

@@ -31,8 +31,12 @@ struct Field {
   ValueKind kind = ValueKind::String;
   bool optional = false;             // may be unset (prints as "null")
   std::vector<std::string> choices;  // String: allowed values, when non-empty
-  std::optional<double> min, max;    // Int/Float: inclusive range
-  bool accepted_only = false;        // accepted for compatibility; see `help` for what it does
+  // String: LLaMA-Factory's values that zlora refuses as a feature it does not support, and what they are
+  // (stage dpo, finetuning_type full): a clearer message than "valid values: ..." with a wrong suggestion.
+  std::vector<std::string> unsupported_choices;
+  std::string unsupported_why;
+  std::optional<double> min, max;  // Int/Float: inclusive range
+  bool accepted_only = false;      // accepted for compatibility; see `help` for what it does
   // Parses `raw`, checks it against this field's type/range/choices and stores it into the root.
   std::function<void(const Field&, Root&, const std::string&, const Origin&)> set;
   std::function<std::string(const Root&)> get;  // render for --print_config
@@ -48,6 +52,11 @@ struct Field {
   }
   Field& one_of(std::vector<std::string> allowed) {
     choices = std::move(allowed);
+    return *this;
+  }
+  Field& refuses(std::vector<std::string> values, std::string why) {
+    unsupported_choices = std::move(values);
+    unsupported_why = std::move(why);
     return *this;
   }
   void apply(Root& root, const std::string& raw, const Origin& origin) const { set(*this, root, raw, origin); }
@@ -69,10 +78,23 @@ long long parse_int_value(const std::string& name, const std::string& raw, const
 double parse_float_value(const std::string& name, const std::string& raw, const Origin& origin);
 void check_choice(const std::string& name, const std::string& value, const std::vector<std::string>& choices,
                   const Origin& origin);
+// The same, first refusing LLaMA-Factory's values zlora does not support (Field::refuses).
+template <typename Root>
+void check_choice(const Field<Root>& f, const std::string& value, const Origin& origin);
 std::string format_double(double v);
 // Lists are written "a,b,c" on the command line and as YAML sequences in files.
 std::vector<std::string> split_option_list(const std::string& raw);
 std::string join_option_list(const std::vector<std::string>& items);
+
+void refuse_unsupported_choice(const std::string& name, const std::string& value, const std::string& why,
+                               const std::vector<std::string>& choices, const Origin& origin);
+
+template <typename Root>
+void check_choice(const Field<Root>& f, const std::string& value, const Origin& origin) {
+  for (const auto& u : f.unsupported_choices)
+    if (u == value) refuse_unsupported_choice(f.name, value, f.unsupported_why, f.choices, origin);
+  check_choice(f.name, value, f.choices, origin);
+}
 
 template <typename Root>
 class Schema {
@@ -136,7 +158,7 @@ class Schema {
     } else if constexpr (std::is_same_v<T, std::string>) {
       f.kind = ValueKind::String;
       f.set = [ref](const F& self, Root& r, const std::string& raw, const Origin& o) {
-        check_choice(self.name, raw, self.choices, o);
+        check_choice(self, raw, o);
         ref(r) = raw;
       };
       f.get = [ref](const Root& r) { return ref(const_cast<Root&>(r)); };
@@ -144,7 +166,7 @@ class Schema {
       f.kind = ValueKind::List;
       f.set = [ref](const F& self, Root& r, const std::string& raw, const Origin& o) {
         std::vector<std::string> items = split_option_list(raw);
-        for (const auto& item : items) check_choice(self.name, item, self.choices, o);
+        for (const auto& item : items) check_choice(self, item, o);
         ref(r) = std::move(items);
       };
       f.get = [ref](const Root& r) { return join_option_list(ref(const_cast<Root&>(r))); };

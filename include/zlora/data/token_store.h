@@ -49,6 +49,7 @@ struct StoreMeta {
   int64_t cutoff_len = 0;
   bool train_on_prompt = false;
   bool mask_history = false;
+  bool enable_thinking = true;  // reasoning templates; an absent attribute (older stores) reads as true
   std::vector<StoreSource> sources;
   // Format 2 only (unset or empty in a format-1 store):
   std::optional<std::string> default_system;  // --default_system, when given

@@ -22,9 +22,11 @@ std::vector<double> smooth_loss(const std::vector<double>& values);
 // The (current_steps, loss) pairs of output_dir/trainer_log.jsonl, in file order; lines without a loss
 // are skipped. Throws zlora::Error when the directory or file is missing, a line is not JSON, or no line
 // has a loss.
-std::vector<LossPoint> read_loss_points(const std::filesystem::path& output_dir);
+// `key`: the metric read ("loss", or "eval_loss" for the evaluation lines).
+std::vector<LossPoint> read_loss_points(const std::filesystem::path& output_dir, const std::string& key = "loss");
 
-std::string render_loss_svg(const std::vector<LossPoint>& points, const std::string& title);
+std::string render_loss_svg(const std::vector<LossPoint>& points, const std::string& title,
+                            const std::string& ylabel = "loss");
 
 // An RGB raster (row-major, 3 bytes per pixel) of the same chart.
 struct Image {
@@ -33,7 +35,7 @@ struct Image {
   std::vector<uint8_t> rgb;
 };
 Image render_loss_image(const std::vector<LossPoint>& points, const std::string& title, int width = 640,
-                        int height = 480);
+                        int height = 480, const std::string& ylabel = "loss");
 
 // True when this build can write PNG files (libpng found by CMake).
 bool png_supported();
@@ -46,6 +48,9 @@ struct PlotFiles {
 };
 // Reads trainer_log.jsonl from output_dir and writes training_loss.svg (+ .png) there. `title_dir` is the
 // directory name shown in the title (LLaMA-Factory shows output_dir as configured); empty = output_dir.
-PlotFiles plot_loss(const std::filesystem::path& output_dir, const std::string& title_dir = "");
+// `key` "eval_loss" writes training_eval_loss.svg (+ .png) from the evaluation lines, as LLaMA-Factory
+// plots each of its keys.
+PlotFiles plot_loss(const std::filesystem::path& output_dir, const std::string& title_dir = "",
+                    const std::string& key = "loss");
 
 }  // namespace zlora::train

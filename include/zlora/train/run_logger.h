@@ -5,9 +5,11 @@
 #pragma once
 
 #include "zlora/train/metrics.h"
+#include "zlora/train/tensorboard.h"
 #include "zlora/train/trainer_log.h"
 
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -25,7 +27,12 @@ struct RunLoggerOptions {
   std::optional<double> peak_flops;  // per GPU (peak_flops()); nullopt: no MFU
   bool plot_loss = false;
   bool console = true;  // print a line per log point through the logger
+  // report_to tensorboard: event files in this directory (train/loss, train/learning_rate, eval/loss, ...).
+  std::optional<std::filesystem::path> tensorboard_dir;
 };
+
+// HF's default logging_dir: <output_dir>/runs/<Mon DD_HH-MM-SS>_<hostname> (local time now).
+std::filesystem::path default_logging_dir(const std::filesystem::path& output_dir);
 
 class RunLogger {
  public:
@@ -40,6 +47,10 @@ class RunLogger {
   // (global_step % logging_steps == 0, as HF's steps strategy).
   std::optional<LogRecord> on_step(const StepStats& stats, double now, std::optional<double> vram_allocated_gib = {},
                                    std::optional<double> vram_reserved_gib = {});
+  // After an evaluation of step global_step(): the log_history entry, the jsonl line, the console line.
+  void on_eval(const EvalResults& e, double now);
+  // The final evaluation (do_eval): eval_results.json, all_results.json and trainer_state.json.
+  void write_eval_results(const EvalResults& e);
   bool should_save() const;  // the step just logged is a save step
   long long global_step() const { return metrics_.global_step(); }
   const TrainerState& state() const { return state_; }
@@ -48,9 +59,9 @@ class RunLogger {
   // window. Store it in rank 0's checkpoint payload and pass it back on resume.
   std::string logger_state() const;
 
-  // The end of training: the final log_history entry and jsonl line, train_results.json, all_results.json,
-  // trainer_state.json, and the plot with plot_loss. Returns the results written.
-  // run_facts: merged into train_results.json / all_results.json (TrainResults::run_facts).
+  // The end of training (before the final evaluation, as LLaMA-Factory orders them): the final log_history entry and
+  // jsonl line, train_results.json, all_results.json, trainer_state.json, and the plot with plot_loss. Returns the
+  // results written. run_facts: merged into train_results.json / all_results.json (TrainResults::run_facts).
   TrainResults finish(double now, const nlohmann::json& run_facts = {});
 
  private:
@@ -59,6 +70,7 @@ class RunLogger {
   TrainerState state_;
   TrainerLogFile log_file_;
   ProgressLine progress_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
   long long run_samples_ = 0;
 };
 

@@ -75,6 +75,28 @@ struct TrainResults {
   nlohmann::json to_json() const;  // with HF's rounding (runtime 4 digits, rates 3)
 };
 
+// One evaluation: HF's evaluate() metrics. zlora's eval_loss is token-weighted over every rank (the sum of
+// the targets' cross-entropies over their count), not HF's mean of per-batch means.
+struct EvalResults {
+  double eval_loss = 0;
+  double eval_runtime = 0;    // seconds
+  long long num_samples = 0;  // evaluated samples, all ranks
+  long long num_steps = 0;    // forward passes per rank (HF's eval steps)
+  long long loss_tokens = 0;  // targets counted in eval_loss
+  double epoch = 0;
+  long long step = 0;  // the optimizer step it evaluated
+  nlohmann::json to_json()
+      const;  // {"epoch","eval_loss","eval_runtime","eval_samples_per_second","eval_steps_per_second"}
+};
+
+// HF's log_history entry of an evaluation (to_json() + "step"), and LLaMA-Factory's trainer_log.jsonl
+// line for it (current_steps, total_steps, eval_loss, epoch, percentage, elapsed_time, remaining_time).
+nlohmann::json eval_history_entry(const EvalResults& e);
+nlohmann::json eval_log_line(const EvalResults& e, long long total_steps, double elapsed_s, double remaining_s);
+
+// Writes eval_results.json and merges it into all_results.json (HF's save_metrics("eval", combined)).
+void write_eval_results(const std::filesystem::path& output_dir, const EvalResults& results);
+
 // Writes train_results.json and merges into all_results.json (both atomic, indent 4, sorted keys as HF).
 void write_train_results(const std::filesystem::path& output_dir, const TrainResults& results);
 
