@@ -198,10 +198,8 @@ std::string pieces_text(const Pieces& pieces, const std::string& bos, const std:
   return s;
 }
 
-// fix_special_tokens: the eos is stop_words[0] under replace_eos, "<|endoftext|>" when there is none.
 std::string text_eos(const TemplateSpec& spec, const TextTokens& tokens) {
-  if (spec.replace_eos && !spec.stop_words.empty()) return spec.stop_words[0];
-  return tokens.eos.empty() ? "<|endoftext|>" : tokens.eos;
+  return eos_token_for(spec, tokens.eos.empty() ? std::nullopt : std::optional<std::string>(tokens.eos));
 }
 
 bool slots_use(const TemplateSpec& spec, const std::string& element) {
@@ -236,6 +234,16 @@ std::string render_text(const TemplateSpec& spec, const Conversation& c, const T
   return s;
 }
 
+std::optional<std::string> replaced_eos(const TemplateSpec& spec) {
+  if (spec.replace_eos && !spec.stop_words.empty()) return spec.stop_words[0];
+  return std::nullopt;
+}
+
+std::string eos_token_for(const TemplateSpec& spec, const std::optional<std::string>& tokenizer_eos) {
+  if (auto e = replaced_eos(spec)) return *e;
+  return tokenizer_eos.value_or("<|endoftext|>");
+}
+
 ChatTemplate::ChatTemplate(const TemplateSpec& spec, const Tokenizer& tokenizer,
                            std::optional<std::string> default_system)
     : spec_(spec), tok_(&tokenizer) {
@@ -253,13 +261,8 @@ ChatTemplate::ChatTemplate(const TemplateSpec& spec, const Tokenizer& tokenizer,
                   spec_.name, t, tokenizer.origin());
   }
   // eos: the template's first stop word (replace_eos), else tokenizer_config.json's eos_token, else
-  // "<|endoftext|>" (LLaMA-Factory's fix_special_tokens adds it when the tokenizer has none).
-  if (spec_.replace_eos && !spec_.stop_words.empty())
-    eos_name_ = spec_.stop_words[0];
-  else if (auto e = tokenizer.config_token("eos_token"))
-    eos_name_ = *e;
-  else
-    eos_name_ = "<|endoftext|>";
+  // "<|endoftext|>".
+  eos_name_ = eos_token_for(spec_, tokenizer.config_token("eos_token"));
   if (auto id = tokenizer.token_to_id(eos_name_))
     eos_ = *id;
   else

@@ -53,13 +53,10 @@ std::string jinja_head(const data::TemplateSpec& spec, const JinjaTokens& tokens
 JinjaTokens jinja_tokens(const data::TemplateSpec& spec, const TokenInfo& tokens) {
   JinjaTokens j;
   j.bos_token = tokens.bos_token;  // token_info keeps a bos only when the vocabulary has it
-  if (spec.replace_eos && !spec.stop_words.empty()) {
-    j.eos_token = spec.stop_words[0];  // added to the tokenizer if new, so it always has an id
-  } else if (tokens.eos_token && (!tokens.has_ids || tokens.id(*tokens.eos_token))) {
-    j.eos_token = tokens.eos_token;
-  } else {
-    j.eos_token = "<|endoftext|>";  // fix_special_tokens: a tokenizer without an eos gets this one
-  }
+  // A replace_eos stop word is added to the tokenizer if new, so it always has an id; the tokenizer's own
+  // eos counts only when its vocabulary has it.
+  const bool own_eos = tokens.eos_token && (!tokens.has_ids || tokens.id(*tokens.eos_token));
+  j.eos_token = data::eos_token_for(spec, own_eos ? tokens.eos_token : std::nullopt);
   return j;
 }
 

@@ -517,14 +517,13 @@ void copy_tokenizer(const Inputs& in, const std::optional<TokenInfo>& tokens, co
   static const char* kFiles[] = {
       "tokenizer.json",    "tokenizer_config.json", "special_tokens_map.json", "vocab.json",        "merges.txt",
       "added_tokens.json", "tokenizer.model",       "chat_template.jinja",     "chat_template.json"};
-  const bool replace_eos = in.spec && in.spec->replace_eos && !in.spec->stop_words.empty();
+  const std::optional<std::string> replaced = in.spec ? data::replaced_eos(*in.spec) : std::nullopt;
   auto set_eos = [&](ordered_json& j) {
-    if (!replace_eos) return;
-    const std::string& eos = in.spec->stop_words[0];
+    if (!replaced) return;
     if (j.contains("eos_token") && j["eos_token"].is_object())
-      j["eos_token"]["content"] = eos;
+      j["eos_token"]["content"] = *replaced;
     else
-      j["eos_token"] = eos;
+      j["eos_token"] = *replaced;
   };
   bool has_files = false;
   for (const char* f : kFiles) has_files = has_files || stdfs::exists(in.base_dir / f);

@@ -18,9 +18,10 @@ std::optional<int64_t> TokenInfo::id(const std::string& token) const {
 
 namespace {
 
-// LLaMA-Factory's eos after fix_special_tokens: the first stop word under replace_eos.
+// LLaMA-Factory's eos after fix_special_tokens (the first stop word under replace_eos); a tokenizer
+// without an eos keeps none here.
 std::optional<std::string> template_eos(const data::TemplateSpec& spec, std::optional<std::string> tokenizer_eos) {
-  if (spec.replace_eos && !spec.stop_words.empty()) return spec.stop_words[0];
+  if (auto e = data::replaced_eos(spec)) return e;
   return tokenizer_eos;
 }
 

@@ -94,6 +94,12 @@ struct SampleOptions {
 // The texts bos/eos elements render as (render_*): the tokenizer's bos_token and eos_token before the
 // template's fix-up; under replace_eos the eos renders as stop_words[0], as fix_special_tokens makes it.
 // An empty bos renders as nothing, as LLaMA-Factory skips a bos the tokenizer lacks.
+// LLaMA-Factory's fix_special_tokens for the eos, in one place: a replace_eos template's first stop word
+// becomes the eos (replaced_eos; nullopt for the other templates); otherwise the tokenizer's own
+// eos_token stays, and a tokenizer without one gets "<|endoftext|>" (eos_token_for).
+std::optional<std::string> replaced_eos(const TemplateSpec& spec);
+std::string eos_token_for(const TemplateSpec& spec, const std::optional<std::string>& tokenizer_eos);
+
 struct TextTokens {
   std::string bos;
   std::string eos;
